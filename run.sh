@@ -1,0 +1,80 @@
+#!/usr/bin/env bash
+# The two commands of README.md. Each creates .venv (or reuses it) and installs the pinned environment first.
+#
+#   bash run.sh test  [pytest args]       ruff + the test suite (exactly what CI runs through .ci/run)
+#   bash run.sh study [snakemake args]    the whole study: snakemake --cores all (mini scale by default)
+#
+# Environment: PYTHON (interpreter that creates .venv, default python3, >= 3.11), VENV (default .venv),
+# RETINANET_SLURM=0|1 (skip / force the SLURM test-cluster setup; default: only as root with apt-get).
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")"
+
+VENV=${VENV:-.venv}
+PYTHON=${PYTHON:-python3}
+
+usage() { echo "usage: bash run.sh test [pytest args] | bash run.sh study [snakemake args]" >&2; exit 2; }
+
+# Create or reuse the venv; (re)install when requirements.lock or pyproject.toml changed since the last install.
+ensure_env() {
+    if [ ! -x "$VENV/bin/python" ]; then
+        "$PYTHON" -c 'import sys; sys.exit(sys.version_info < (3, 11))' \
+            || { echo "error: $PYTHON is older than Python 3.11" >&2; exit 2; }
+        echo "== creating $VENV with $("$PYTHON" --version)"
+        "$PYTHON" -m venv "$VENV"
+    fi
+    local stamp="$VENV/.retinanet-installed" want
+    want=$(cat requirements.lock pyproject.toml | sha256sum | cut -d' ' -f1)
+    if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
+        echo "== installing requirements.lock and the retinanet package into $VENV (log: $VENV/install.log)"
+        if ! { "$VENV/bin/python" -m pip install --disable-pip-version-check -r requirements.lock \
+               && "$VENV/bin/python" -m pip install --disable-pip-version-check --no-deps --no-build-isolation -e .; \
+             } >"$VENV/install.log" 2>&1; then
+            tail -n 30 "$VENV/install.log" >&2
+            echo "error: installing into $VENV failed (full log: $VENV/install.log)" >&2
+            exit 1
+        fi
+        echo "$want" >"$stamp"
+    fi
+    PATH="$(cd "$VENV/bin" && pwd):$PATH"
+    export PATH
+}
+
+# Hook for the SLURM tests: .ci/setup-slurm.sh starts a single-node cluster (apt packages + daemons, root only).
+# Without it, tests marked `slurm` skip themselves; in CI a failed setup is an error, not a silent skip.
+setup_slurm() {
+    local hook=.ci/setup-slurm.sh mode=${RETINANET_SLURM:-auto}
+    [ -f "$hook" ] && [ "$mode" != 0 ] || return 0
+    if [ "$mode" = 1 ] || { [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; }; then
+        echo "== starting the SLURM test cluster ($hook)"
+        if ! bash "$hook"; then
+            [ "${CI:-}" = true ] && { echo "error: $hook failed" >&2; exit 1; }
+            echo "warning: $hook failed; tests marked slurm will skip" >&2
+        fi
+    fi
+}
+
+cmd=${1:-}
+[ $# -gt 0 ] && shift
+case "$cmd" in
+    test)
+        ensure_env
+        setup_slurm
+        echo "== ruff check ."
+        ruff_rc=0
+        ruff check . || ruff_rc=$?
+        echo "== pytest"
+        pytest_rc=0
+        python -m pytest "$@" || pytest_rc=$?
+        [ "$pytest_rc" = 5 ] && echo "error: pytest collected no tests" >&2
+        [ "$ruff_rc" = 0 ] || echo "error: ruff found problems (exit $ruff_rc)" >&2
+        [ "$pytest_rc" = 0 ] || echo "error: pytest failed (exit $pytest_rc)" >&2
+        [ "$ruff_rc" = 0 ] && [ "$pytest_rc" = 0 ]
+        ;;
+    study)
+        ensure_env
+        exec snakemake --cores all "$@"
+        ;;
+    *)
+        usage
+        ;;
+esac
