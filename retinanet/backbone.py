@@ -1,0 +1,115 @@
+"""ResNet + FPN backbone producing P3-P7 (paper section 4, 'Feature Pyramid Network Backbone'; Fig. 3).
+
+P3-P5 come from torchvision's FPN over C3-C5 (lateral 1x1 + top-down + 3x3 output convs). P6 is a 3x3 stride-2
+conv on C5 (not P5, as in the paper's code), P7 a 3x3 stride-2 conv on ReLU(P6). There is no P2. All levels have
+``fpn_channels`` channels (256 in the paper).
+
+For ImageNet-pretrained backbones the paper's code froze the BatchNorm statistics and affine parameters and the
+stem + res2 (``norm='frozen_bn'``, ``freeze_at=2``). Training from scratch at small scale needs trainable
+normalization: ``norm='bn'`` or ``norm='gn'`` (GroupNorm, 32 groups).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from functools import partial
+from pathlib import Path
+
+import torch
+import torchvision
+from torch import Tensor, nn
+from torchvision.ops import FeaturePyramidNetwork
+from torchvision.ops.feature_pyramid_network import LastLevelP6P7
+from torchvision.ops.misc import FrozenBatchNorm2d
+
+from retinanet.config import ConfigError, ModelConfig
+
+#: Output channels of C3, C4, C5 per ResNet depth.
+STAGE_CHANNELS = {18: (128, 256, 512), 34: (128, 256, 512), 50: (512, 1024, 2048), 101: (512, 1024, 2048)}
+
+
+def _norm_layer(norm: str) -> Callable[[int], nn.Module]:
+    if norm == "frozen_bn":
+        return FrozenBatchNorm2d
+    if norm == "bn":
+        return nn.BatchNorm2d
+    if norm == "gn":
+        return partial(nn.GroupNorm, 32)
+    raise ConfigError(f"model.norm: unknown normalization {norm!r}")
+
+
+def load_state_dict_file(path: str | Path, field: str = "model.pretrained") -> dict[str, Tensor]:
+    """Load a state_dict without executing code from the file (``weights_only=True``).
+
+    Raises:
+        ConfigError: naming ``field`` and the path, if the file is missing, unreadable or not a state_dict.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{field}: weight file {path} does not exist")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - any unpickling failure means a bad file
+        raise ConfigError(f"{field}: cannot load weights from {path}: {type(exc).__name__}: {exc}") from None
+    if isinstance(state, dict) and "model" in state and isinstance(state["model"], dict):
+        state = state["model"]
+    if not isinstance(state, dict) or not all(isinstance(v, Tensor) for v in state.values()):
+        raise ConfigError(f"{field}: {path} does not hold a state_dict of tensors")
+    return state
+
+
+class ResNetFPN(nn.Module):
+    """ResNet-{18,34,50,101} body with an FPN head.
+
+    Input ``[N, 3, H, W]``; output list of 5 tensors ``[N, C, H_l, W_l]`` for P3..P7 (``C = fpn_channels``).
+    """
+
+    def __init__(self, cfg: ModelConfig) -> None:
+        super().__init__()
+        if cfg.depth not in STAGE_CHANNELS:
+            raise ConfigError(f"model.depth: {cfg.depth} is not one of {sorted(STAGE_CHANNELS)}")
+        body = torchvision.models.get_model(f"resnet{cfg.depth}", weights=None, norm_layer=_norm_layer(cfg.norm))
+        del body.fc, body.avgpool
+        self.body = body
+        self._load_pretrained(cfg)
+        self._freeze(cfg.freeze_at)
+        c3, c4, c5 = STAGE_CHANNELS[cfg.depth]
+        extra = LastLevelP6P7(c5, cfg.fpn_channels)
+        extra.use_P5 = False  # P6 from C5 even when C5 and P5 widths agree (paper, Fig. 3)
+        self.fpn = FeaturePyramidNetwork([c3, c4, c5], cfg.fpn_channels, extra_blocks=extra)
+
+    def _load_pretrained(self, cfg: ModelConfig) -> None:
+        if cfg.pretrained == "none":
+            return
+        if cfg.norm == "gn":
+            raise ConfigError("model.pretrained: ImageNet ResNet weights carry BatchNorm; use model.norm frozen_bn "
+                              "or bn with them, or pretrained none with gn")
+        if cfg.pretrained == "imagenet":
+            weights = torchvision.models.get_model_weights(f"resnet{cfg.depth}").IMAGENET1K_V1
+            state = weights.get_state_dict(progress=False)
+            source = f"torchvision {weights}"
+        else:
+            state = load_state_dict_file(cfg.pretrained)
+            source = cfg.pretrained
+        state = {k: v for k, v in state.items() if not k.startswith("fc.")}
+        missing, unexpected = self.body.load_state_dict(state, strict=False)
+        missing = [k for k in missing if not k.endswith("num_batches_tracked")]
+        if missing or unexpected:
+            raise ConfigError(f"model.pretrained: {source} does not fit resnet{cfg.depth}: "
+                              f"missing {missing[:3]}, unexpected {unexpected[:3]}")
+
+    def _freeze(self, freeze_at: int) -> None:
+        stages = [nn.ModuleList([self.body.conv1, self.body.bn1]), self.body.layer1, self.body.layer2,
+                  self.body.layer3, self.body.layer4]
+        for stage in stages[:freeze_at]:
+            for p in stage.parameters():
+                p.requires_grad_(False)
+
+    def forward(self, images: Tensor) -> list[Tensor]:
+        b = self.body
+        x = b.maxpool(b.relu(b.bn1(b.conv1(images))))
+        c2 = b.layer1(x)
+        c3 = b.layer2(c2)
+        c4 = b.layer3(c3)
+        c5 = b.layer4(c4)
+        return list(self.fpn({"c3": c3, "c4": c4, "c5": c5}).values())

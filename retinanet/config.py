@@ -1,0 +1,382 @@
+"""Typed run configuration: one dataclass per concern, loaded from YAML with clear errors.
+
+A *run* is one trained model. Its whole description is a :class:`RunConfig`; the study (``workflow/``) builds run
+configs by applying overrides to a scale's base config. Every default below is the paper's value or, where the
+paper is silent, the value of its reference code (Detectron, Caffe2), and is written here once.
+
+YAML layout mirrors the dataclasses::
+
+    model:  {depth: 50, ...}
+    anchors: {sizes: [32, 64, 128, 256, 512], ...}
+    ...
+
+Unknown keys, wrong types and out-of-range values raise :class:`ConfigError` naming the dotted field path
+(``loss.gamma``) and, when loaded from a file, the file.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, Union, get_args, get_origin
+
+import yaml
+
+
+class ConfigError(ValueError):
+    """A configuration value is missing, unknown, of the wrong type or out of range."""
+
+
+@dataclass
+class ModelConfig:
+    """Backbone, FPN and heads (paper section 4, Fig. 3)."""
+
+    depth: int = 50
+    """ResNet depth: 18, 34, 50 or 101."""
+    num_classes: int = 80
+    """K, the number of object classes (COCO: 80)."""
+    fpn_channels: int = 256
+    """C, the width of every pyramid level P3-P7 and of both subnets."""
+    head_convs: int = 4
+    """Number of 3x3 conv + ReLU layers in each subnet before the output conv."""
+    norm: Literal["frozen_bn", "bn", "gn"] = "frozen_bn"
+    """Backbone normalization. Detectron froze BN statistics and affine for ImageNet-pretrained backbones."""
+    freeze_at: int = 2
+    """0: train everything; 1: freeze the stem; 2: freeze stem + res2 (Detectron's default)."""
+    pretrained: str = "imagenet"
+    """``imagenet`` (torchvision weights API), ``none`` (random init), or a path to a local state_dict file."""
+    prior_prob: float = 0.01
+    """pi of section 4.1: the classification bias is initialized to -log((1 - pi) / pi)."""
+    cls_bias_init: Literal["prior", "zero"] = "prior"
+    """``prior`` (section 4.1) or ``zero`` (the plain init that diverges with CE, section 5.1)."""
+
+
+@dataclass
+class AnchorConfig:
+    """Anchors per pyramid level (section 4, 'Anchors'; Table 1c)."""
+
+    sizes: list[float] = field(default_factory=lambda: [32.0, 64.0, 128.0, 256.0, 512.0])
+    """Base anchor side (sqrt of area) on P3..P7."""
+    num_scales: int = 3
+    """Octave scales per level: 2^(k / num_scales) for k < num_scales."""
+    aspect_ratios: list[float] = field(default_factory=lambda: [0.5, 1.0, 2.0])
+    """Height / width ratios."""
+
+
+@dataclass
+class MatcherConfig:
+    """Anchor to ground-truth assignment (section 4, 'Anchors')."""
+
+    fg_iou: float = 0.5
+    bg_iou: float = 0.4
+    low_quality: Literal["detectron", "any", "none"] = "detectron"
+    """Detectron: each GT's best anchors become foreground, then any of them below ``bg_iou`` goes back to
+    background. ``any``: detectron2/torchvision keep them foreground. ``none``: IoU thresholds only."""
+
+
+@dataclass
+class LossConfig:
+    """Classification and box losses (sections 3, 4.1, 5.1; appendix A)."""
+
+    cls: Literal["focal", "focal_star"] = "focal"
+    """``focal``: eq. 5 (gamma = 0 is alpha-balanced CE, eq. 3). ``focal_star``: FL* of eq. 7-8."""
+    gamma: float = 2.0
+    alpha: float | None = 0.25
+    """Weight of the positive class; ``null`` disables balancing (eq. 4)."""
+    beta: float = 0.0
+    """FL* shift (eq. 7); unused by ``focal``."""
+    box: Literal["smooth_l1", "l1"] = "smooth_l1"
+    smooth_l1_beta: float = 0.11
+    """Detectron's RetinaNet smooth L1 beta."""
+    normalizer: Literal["detectron", "per_image", "ema"] = "detectron"
+    """``detectron``: sum over this process's images of (fg anchors + 1). ``per_image``: each image's loss divided
+    by max(1, its fg anchors), then averaged. ``ema``: detectron2's moving average of the fg count."""
+    ema_momentum: float = 0.9
+    sampling: Literal["all", "ohem"] = "all"
+    """``all``: the loss over every non-ignored anchor (the paper). ``ohem``: Table 1d's baseline, CE on a mined
+    minibatch."""
+    ohem_batch: int = 128
+    """OHEM minibatch size B per image."""
+    ohem_nms: float = 0.7
+    """IoU threshold of the NMS over anchor boxes before top-B selection."""
+    ohem_pos_fraction: float | None = None
+    """``0.25`` enforces OHEM 1:3 (at most 1 positive for 3 negatives); ``null``: plain OHEM."""
+
+
+@dataclass
+class DataConfig:
+    """Datasets and transforms (section 5, 'Optimization'; Table 2)."""
+
+    root: str = "data/coco"
+    """Dataset root; the paths below are relative to it unless absolute."""
+    train_images: str = "train2017"
+    train_annotations: str = "annotations/instances_train2017.json"
+    val_images: str = "val2017"
+    val_annotations: str = "annotations/instances_val2017.json"
+    min_size: int = 600
+    """Train and test scale: the shorter image side after resizing."""
+    max_size: int = 1000
+    """Cap on the longer side (Detectron: 1000 at 600, 1333 at 800)."""
+    train_min_sizes: list[int] | None = None
+    """Scale jitter (Table 2): a list of shorter-side scales sampled per image; ``null`` uses ``min_size``."""
+    hflip: bool = True
+    size_divisibility: int = 128
+    """Batches are padded to a multiple of this (the coarsest stride, P7 = 2^7)."""
+    aspect_grouping: bool = True
+    num_workers: int = 4
+    pixel_mean: list[float] = field(default_factory=lambda: [0.485, 0.456, 0.406])
+    pixel_std: list[float] = field(default_factory=lambda: [0.229, 0.224, 0.225])
+
+
+@dataclass
+class SolverConfig:
+    """SGD schedule (section 5, 'Optimization'; warmup from Detectron)."""
+
+    base_lr: float = 0.01
+    """Learning rate for ``reference_batch`` images per iteration."""
+    reference_batch: int = 16
+    batch_size: int = 16
+    """Effective images per optimizer step, summed over processes and accumulation steps."""
+    batch_policy: Literal["accumulate", "scale_lr"] = "accumulate"
+    """How a smaller per-step batch than ``batch_size`` is handled: accumulate gradients to keep it, or use
+    the smaller batch and scale the lr linearly. Recorded in the run."""
+    images_per_process: int = 2
+    """Images per forward pass on one process (2 per GPU in the paper)."""
+    momentum: float = 0.9
+    weight_decay: float = 1e-4
+    iterations: int = 90000
+    steps: list[float] = field(default_factory=lambda: [60000 / 90000, 80000 / 90000])
+    """lr / 10 at these fractions of ``iterations``."""
+    gamma: float = 0.1
+    warmup_iters: int = 500
+    warmup_factor: float = 1.0 / 3.0
+    checkpoint_period: int = 5000
+    log_period: int = 20
+    clip_grad_norm: float | None = None
+    """Not used by the paper; available to stabilise small-scale runs (recorded as a deviation)."""
+
+
+@dataclass
+class TestConfig:
+    """Inference (section 4, 'Inference')."""
+
+    __test__ = False  # not a pytest test class
+
+    score_thresh: float = 0.05
+    score_thresh_p7: float | None = None
+    """Detectron used 0.0 on the last level; ``null`` uses ``score_thresh`` everywhere."""
+    topk_per_level: int = 1000
+    nms_thresh: float = 0.5
+    detections_per_image: int = 100
+    batch_size: int = 1
+
+
+@dataclass
+class RunConfig:
+    """Everything that defines one trained model."""
+
+    model: ModelConfig = field(default_factory=ModelConfig)
+    anchors: AnchorConfig = field(default_factory=AnchorConfig)
+    matcher: MatcherConfig = field(default_factory=MatcherConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    solver: SolverConfig = field(default_factory=SolverConfig)
+    test: TestConfig = field(default_factory=TestConfig)
+    seed: int = 0
+    device: str = "auto"
+    """``auto`` (cuda if available), ``cpu`` or ``cuda``."""
+    precision: Literal["fp32", "bf16"] = "fp32"
+    channels_last: bool = False
+    threads: int | None = None
+    """torch intra-op threads; ``null`` leaves torch's default."""
+
+
+_RANGES: dict[str, tuple[float | None, float | None]] = {
+    "model.num_classes": (1, None),
+    "model.fpn_channels": (1, None),
+    "model.head_convs": (0, None),
+    "model.freeze_at": (0, 5),
+    "model.prior_prob": (1e-9, 1 - 1e-9),
+    "anchors.num_scales": (1, None),
+    "matcher.fg_iou": (0.0, 1.0),
+    "matcher.bg_iou": (0.0, 1.0),
+    "loss.gamma": (0.0, None),
+    "loss.alpha": (0.0, 1.0),
+    "loss.smooth_l1_beta": (0.0, None),
+    "loss.ema_momentum": (0.0, 1.0),
+    "loss.ohem_batch": (1, None),
+    "loss.ohem_nms": (0.0, 1.0),
+    "loss.ohem_pos_fraction": (0.0, 1.0),
+    "data.min_size": (1, None),
+    "data.max_size": (1, None),
+    "data.size_divisibility": (1, None),
+    "data.num_workers": (0, None),
+    "solver.base_lr": (0.0, None),
+    "solver.reference_batch": (1, None),
+    "solver.batch_size": (1, None),
+    "solver.images_per_process": (1, None),
+    "solver.iterations": (1, None),
+    "solver.momentum": (0.0, 1.0),
+    "solver.weight_decay": (0.0, None),
+    "solver.warmup_iters": (0, None),
+    "solver.warmup_factor": (0.0, 1.0),
+    "solver.checkpoint_period": (1, None),
+    "solver.log_period": (1, None),
+    "test.score_thresh": (0.0, 1.0),
+    "test.topk_per_level": (1, None),
+    "test.nms_thresh": (0.0, 1.0),
+    "test.detections_per_image": (1, None),
+    "test.batch_size": (1, None),
+    "threads": (1, None),
+}
+_CHOICES: dict[str, tuple[Any, ...]] = {"model.depth": (18, 34, 50, 101)}
+
+
+def _where(path: str, source: str | None) -> str:
+    return f"{source}: {path}" if source else path
+
+
+def _check_scalar(value: Any, tp: Any, path: str, source: str | None) -> Any:
+    """Return ``value`` converted to ``tp`` or raise ConfigError."""
+    origin = get_origin(tp)
+    if origin in (Union, types.UnionType):
+        args = get_args(tp)
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for arg in args:
+            if arg is type(None):
+                continue
+            try:
+                return _check_scalar(value, arg, path, source)
+            except ConfigError as exc:
+                errors.append(str(exc))
+        raise ConfigError(errors[-1] if errors else f"{_where(path, source)}: must not be null")
+    if origin is Literal:
+        if value not in get_args(tp):
+            choices = ", ".join(repr(a) for a in get_args(tp))
+            raise ConfigError(f"{_where(path, source)}: {value!r} is not one of {choices}")
+        return value
+    if origin is list:
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{_where(path, source)}: expected a list, got {type(value).__name__} {value!r}")
+        (item_tp,) = get_args(tp)
+        return [_check_scalar(v, item_tp, f"{path}[{i}]", source) for i, v in enumerate(value)]
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{_where(path, source)}: expected true/false, got {value!r}")
+        return value
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{_where(path, source)}: expected an integer, got {value!r}")
+        return value
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"{_where(path, source)}: expected a number, got {value!r}")
+        return float(value)
+    if tp is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"{_where(path, source)}: expected a string, got {value!r}")
+        return value
+    raise TypeError(f"unsupported config type {tp!r} at {path}")
+
+
+def _build(cls: type, data: Any, prefix: str, source: str | None) -> Any:
+    if not isinstance(data, dict):
+        raise ConfigError(f"{_where(prefix or '<root>', source)}: expected a mapping, got {data!r}")
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - names)
+    if unknown:
+        path = f"{prefix}.{unknown[0]}" if prefix else unknown[0]
+        raise ConfigError(f"{_where(path, source)}: unknown config key (known: {', '.join(sorted(names))})")
+    kwargs = {}
+    for name, value in data.items():
+        path = f"{prefix}.{name}" if prefix else name
+        tp = hints[name]
+        if dataclasses.is_dataclass(tp):
+            kwargs[name] = _build(tp, value, path, source)
+        else:
+            kwargs[name] = _check_scalar(value, tp, path, source)
+    return cls(**kwargs)
+
+
+def _validate(cfg: RunConfig, source: str | None) -> None:
+    flat = to_dict(cfg)
+    for path, (lo, hi) in _RANGES.items():
+        value = _get(flat, path)
+        if value is None:
+            continue
+        if (lo is not None and value < lo) or (hi is not None and value > hi):
+            raise ConfigError(f"{_where(path, source)}: {value!r} is outside [{lo}, {hi}]")
+    for path, choices in _CHOICES.items():
+        if _get(flat, path) not in choices:
+            raise ConfigError(f"{_where(path, source)}: {_get(flat, path)!r} is not one of {choices}")
+    if cfg.matcher.bg_iou > cfg.matcher.fg_iou:
+        raise ConfigError(f"{_where('matcher.bg_iou', source)}: must not exceed matcher.fg_iou")
+    if len(cfg.anchors.sizes) != 5:
+        raise ConfigError(f"{_where('anchors.sizes', source)}: need one size per level P3-P7 (5), got "
+                          f"{len(cfg.anchors.sizes)}")
+    if not cfg.anchors.aspect_ratios:
+        raise ConfigError(f"{_where('anchors.aspect_ratios', source)}: must not be empty")
+    if any(s <= 0 for s in cfg.anchors.sizes + cfg.anchors.aspect_ratios):
+        raise ConfigError(f"{_where('anchors', source)}: sizes and aspect ratios must be positive")
+    if cfg.loss.cls == "focal_star" and cfg.loss.gamma <= 0:
+        raise ConfigError(f"{_where('loss.gamma', source)}: FL* needs gamma > 0 (eq. 8 divides by gamma)")
+    if sorted(cfg.solver.steps) != cfg.solver.steps or any(not 0 < s <= 1 for s in cfg.solver.steps):
+        raise ConfigError(f"{_where('solver.steps', source)}: must be increasing fractions in (0, 1]")
+    if cfg.solver.batch_size % cfg.solver.images_per_process and cfg.solver.batch_policy == "accumulate":
+        raise ConfigError(f"{_where('solver.batch_size', source)}: {cfg.solver.batch_size} is not a multiple of "
+                          f"solver.images_per_process={cfg.solver.images_per_process}")
+
+
+def _get(flat: dict, path: str) -> Any:
+    value: Any = flat
+    for key in path.split("."):
+        value = value[key]
+    return value
+
+
+def from_dict(data: dict, source: str | None = None) -> RunConfig:
+    """Build and validate a :class:`RunConfig` from a (possibly partial) nested mapping."""
+    cfg = _build(RunConfig, data or {}, "", source)
+    _validate(cfg, source)
+    return cfg
+
+
+def to_dict(cfg: RunConfig) -> dict:
+    """The fully resolved config as plain nested dicts (what ``config.resolved.yaml`` stores)."""
+    return dataclasses.asdict(cfg)
+
+
+def merge(base: dict, override: dict) -> dict:
+    """Recursive dict merge: ``override`` wins; nested mappings are merged, lists replaced."""
+    out = dict(base)
+    for key, value in (override or {}).items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def load(path: str | Path, overrides: dict | None = None) -> RunConfig:
+    """Load a run config YAML file, apply ``overrides`` and validate."""
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read config file ({exc.strerror})") from None
+    try:
+        data = yaml.safe_load(text) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: invalid YAML: {exc}") from None
+    return from_dict(merge(data, overrides or {}), source=str(path))
+
+
+def dump(cfg: RunConfig, path: str | Path) -> None:
+    """Write the resolved config as YAML."""
+    Path(path).write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False))

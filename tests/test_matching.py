@@ -1,0 +1,65 @@
+import torch
+
+from retinanet.matching import BACKGROUND as B
+from retinanet.matching import IGNORE as I
+from retinanet.matching import match
+
+# Hand-made IoU of 3 GT boxes with 7 anchors.
+#   a0: 0.70 with gt0 -> fg 0 everywhere
+#   a1: 0.45 with gt0 (not gt0's best) -> ignored everywhere
+#   a2: 0.30 best -> background
+#   a3: 0.35 with gt1 (not gt1's best) -> background
+#   a4: 0.45 with gt1, gt1's best (below 0.5) -> low-quality: fg under detectron and any, ignored under none
+#   a5: 0.32 with gt2, gt2's best (below 0.4) -> fg only under any; background under detectron and none
+#   a6: nothing -> background
+IOU = torch.tensor([
+    [0.70, 0.45, 0.30, 0.00, 0.10, 0.00, 0.0],
+    [0.20, 0.10, 0.00, 0.35, 0.45, 0.05, 0.0],
+    [0.00, 0.00, 0.25, 0.00, 0.00, 0.32, 0.0],
+])
+
+
+def _m(iou, policy, valid=None):
+    return match(iou, valid, fg_iou=0.5, bg_iou=0.4, low_quality=policy).tolist()
+
+
+def test_detectron_policy():
+    assert _m(IOU, "detectron") == [0, I, B, B, 1, B, B]
+
+
+def test_any_policy():
+    assert _m(IOU, "any") == [0, I, B, B, 1, 2, B]
+
+
+def test_none_policy():
+    assert _m(IOU, "none") == [0, I, B, B, I, B, B]
+
+
+def test_ties_for_a_gts_best_anchor_all_become_foreground():
+    iou = torch.tensor([[0.45, 0.45, 0.1]])
+    assert _m(iou, "detectron") == [0, 0, B]
+    assert _m(iou, "none") == [I, I, B]
+
+
+def test_low_quality_anchor_goes_to_its_own_best_gt():
+    # a0 is gt1's best (0.42) but its own best GT is gt0 (0.48): matched to gt0.
+    iou = torch.tensor([[0.48, 0.60], [0.42, 0.0]])
+    assert _m(iou, "detectron") == [0, 0]
+
+
+def test_image_without_objects_is_all_background():
+    assert _m(torch.zeros(0, 5), "detectron") == [B] * 5
+    assert match(torch.zeros(2, 0, 5), torch.zeros(2, 0, dtype=torch.bool), fg_iou=0.5, bg_iou=0.4,
+                 low_quality="any").tolist() == [[B] * 5] * 2
+
+
+def test_batched_with_padding_equals_per_image():
+    second = torch.tensor([[0.6, 0.1, 0.0, 0.0, 0.0, 0.0, 0.0]])
+    batch = torch.zeros(2, 3, 7)
+    batch[0] = IOU
+    batch[1, :1] = second
+    batch[1, 1:] = 0.9  # padding slots with junk IoU must be ignored
+    valid = torch.tensor([[True, True, True], [True, False, False]])
+    for policy in ("detectron", "any", "none"):
+        out = _m(batch, policy, valid)
+        assert out == [_m(IOU, policy), _m(second, policy)]
