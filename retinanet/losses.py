@@ -1,0 +1,253 @@
+"""Per-element classification losses (focal loss, FL*) and box regression losses.
+
+Every classification loss takes ``logits`` and ``targets`` of one shape (e.g. ``[N, R, K]``: N images, R anchors,
+K classes; targets are the one-hot anchor labels, exactly 0 or 1) and returns the loss of every element, same shape,
+unreduced: the model masks ignored anchors and normalizes (section 4.1).
+
+Notation (section 3 and appendix A): ``p = sigmoid(x)``, ``y = +1`` for target 1 and ``-1`` for target 0,
+``x_t = y x`` (eq. 6), ``p_t = sigmoid(x_t)`` (eq. 2), ``alpha_t = alpha`` for target 1 and ``1 - alpha`` for 0.
+
+Numerics. The paper fuses the sigmoid into the loss layer for stability (section 3.2). Here ``-log p_t`` is
+``softplus(-x_t)`` and ``log(1 - p_t) = log p_t - x_t`` (never ``log(sigmoid(x))``), the modulating factor is
+``(1 - p_t)^gamma = exp(gamma * log(1 - p_t))`` and the gradient is the closed form of appendix B (eq. 10), so loss
+and gradient are finite for every finite logit and every ``gamma >= 0``. Autograd through ``(1 - p_t) ** gamma``
+(what ``torchvision.ops.sigmoid_focal_loss`` does) gives NaN gradients for ``0 < gamma < 1`` once ``1 - p_t``
+rounds to 0 (``x_t > ~17`` in float32): its derivative ``gamma (1 - p_t)^(gamma - 1)`` is ``inf`` there, times 0.
+
+Speed and memory (the loss sees ~100k anchors x 80 classes per image). Loss and gradient are computed in one pass
+over the input, chunk by chunk (on CPU spread over the intra-op threads), so the temporaries stay small (a few
+chunk-sized buffers, in cache) and nothing but the gradient is kept for backward, where it is scaled in place.
+Peak extra memory is two tensors of the input's size (the loss and the gradient); torchvision's formula and autograd
+allocate ~10-20. Half-precision inputs (bf16 autocast) are computed in float32; the loss is returned in float32 (it
+is summed over millions of elements) and the gradient is cast back to the logits' dtype.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from functools import partial
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from retinanet.config import ConfigError, LossConfig
+
+_CHUNK_CPU = 1 << 15
+"""Elements per chunk on CPU: buffers of 128 KiB stay in L2; not above ATen's intra-op grain size (32768), so each
+op runs on the thread that calls it (chunks are spread over threads by :func:`_run` instead)."""
+_CHUNK_ACCEL = 1 << 20
+"""Elements per chunk on accelerators: few kernel launches, temporaries still small next to the activations."""
+
+Kernel = Callable[[Tensor, Tensor, Tensor, Tensor | None], None]
+"""``kernel(x, t, loss_out, grad_out)`` on 1-D float chunks: writes the loss and, unless ``grad_out`` is None,
+d loss / d x into the given views."""
+
+
+def _run(logits: Tensor, targets: Tensor, kernel: Kernel, with_grad: bool) -> tuple[Tensor, Tensor | None]:
+    """The loss ``[...]`` and, if ``with_grad``, its derivative ``[...]``, computed chunk by chunk."""
+    dtype = logits.dtype if logits.dtype in (torch.float32, torch.float64) else torch.float32
+    x = logits.reshape(-1)
+    t = targets.reshape(-1)
+    loss = torch.empty(x.shape, dtype=dtype, device=x.device)
+    grad = torch.empty_like(loss) if with_grad else None
+    on_cpu = x.device.type == "cpu"
+    chunk = _CHUNK_CPU if on_cpu else _CHUNK_ACCEL
+    starts = range(0, x.numel(), chunk)
+
+    def work(part: range) -> None:
+        with torch.no_grad():  # grad mode is per thread; worker threads start with it enabled
+            for start in part:
+                end = start + chunk
+                kernel(x[start:end].to(dtype), t[start:end].to(dtype), loss[start:end],
+                       None if grad is None else grad[start:end])
+
+    workers = min(torch.get_num_threads(), len(starts)) if on_cpu else 1
+    if workers <= 1:
+        work(starts)
+    else:
+        # CPU: one contiguous run of chunks per intra-op thread. Torch ops release the GIL, and chunks are small
+        # enough that each op stays on its calling thread, so no op waits at a barrier for a busy core.
+        step = -(-len(starts) // workers)
+        with ThreadPoolExecutor(workers) as pool:
+            list(pool.map(work, [starts[i:i + step] for i in range(0, len(starts), step)]))
+    return loss.view(logits.shape), None if grad is None else grad.view(logits.shape)
+
+
+class _ElementwiseLoss(torch.autograd.Function):
+    """Computes loss and gradient in one fused pass; backward scales the stored gradient by the incoming one.
+
+    The stored gradient is scaled in place and handed to autograd, so the backward allocates nothing. Should the
+    graph be backpropagated again (``retain_graph``, gradcheck), the gradient is recomputed from the saved inputs
+    (references, kept until the graph is freed, as autograd keeps them for torchvision's formula too).
+    """
+
+    @staticmethod
+    def forward(ctx: Any, logits: Tensor, targets: Tensor, kernel: Kernel,  # type: ignore[override]
+                with_grad: bool) -> Tensor:
+        loss, grad = _run(logits, targets, kernel, with_grad)
+        if grad is not None:
+            ctx.grad = grad
+            ctx.kernel = kernel
+            ctx.save_for_backward(logits, targets)
+        return loss
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx: Any, grad_output: Tensor) -> tuple[Tensor, None, None, None]:  # type: ignore[override]
+        logits, targets = ctx.saved_tensors
+        grad, ctx.grad = ctx.grad, None
+        if grad is None:  # a second backward through this graph: the first one consumed the stored gradient
+            grad = _run(logits, targets, ctx.kernel, with_grad=True)[1]
+        return grad.mul_(grad_output).to(logits.dtype), None, None, None
+
+
+def _apply(logits: Tensor, targets: Tensor, kernel: Kernel) -> Tensor:
+    # ctx.needs_input_grad is True under no_grad too: decide here whether the gradient is needed at all.
+    with_grad = logits.requires_grad and torch.is_grad_enabled()
+    return _ElementwiseLoss.apply(logits, targets, kernel, with_grad)
+
+
+def _check(logits: Tensor, targets: Tensor, name: str) -> None:
+    if logits.shape != targets.shape:
+        raise ValueError(f"{name}: logits {tuple(logits.shape)} and targets {tuple(targets.shape)} differ in shape")
+    if not logits.is_floating_point():
+        raise ValueError(f"{name}: logits must be floating point, got {logits.dtype}")
+
+
+def _weights(alpha: float | None) -> tuple[float, float]:
+    """``(c0, c1)`` with ``-y * alpha_t = c0 - c1 * t`` for t in {0, 1} (``alpha_t = 1`` when alpha is None)."""
+    return (1.0, 2.0) if alpha is None else (1.0 - alpha, 1.0)
+
+
+def _write_weighted(value: Tensor, t: Tensor, alpha: float | None, out: Tensor) -> None:
+    """``out = alpha_t * value`` with ``alpha_t = (1 - alpha) + (2 alpha - 1) t`` (eq. 3 and 5)."""
+    if alpha is None:
+        out.copy_(value)
+    else:
+        torch.mul(value, 1.0 - alpha, out=out).addcmul_(value, t, value=2.0 * alpha - 1.0)
+
+
+def _softplus(v: Tensor) -> Tensor:
+    """``log(1 + exp(v))`` to full relative precision in float32 and float64 (linear beyond the threshold, where
+    ``log1p(exp(-v)) < eps * v``); one fused op, no overflow."""
+    return F.softplus(v, threshold=20.0 if v.dtype == torch.float32 else 40.0)
+
+
+def _focal_kernel(x: Tensor, t: Tensor, loss: Tensor, grad: Tensor | None, *, gamma: float,
+                  alpha: float | None) -> None:
+    """FL (eq. 5) and its derivative (eq. 10 times alpha_t) on one chunk."""
+    z = torch.addcmul(x, x, t, value=-2.0)  # z = -x_t (eq. 6); exact for t in {0, 1}
+    ce = _softplus(z)  # -log p_t = log(1 + exp(-x_t)): CE, eq. 1-2
+    # log(1 - p_t) = log p_t - x_t. Only exponentiated below (as gamma * log(1 - p_t)), so its absolute precision,
+    # which this subtraction keeps, is what matters.
+    log_q = torch.sub(z, ce, out=z)
+    if gamma != 0:
+        fl = torch.mul(log_q, gamma).exp_().mul_(ce)  # (1 - p_t)^gamma * CE: eq. 4
+    else:
+        fl = ce
+    _write_weighted(fl, t, alpha, loss)
+    if grad is None:
+        return
+    # eq. 10: dFL/dx = y (1-p_t)^g (g p_t log p_t + p_t - 1) = -y [(1-p_t)^(g+1) + g p_t FL]
+    d = log_q.mul_(gamma + 1.0).exp_()  # (1 - p_t)^(gamma + 1)
+    if gamma != 0:
+        p_t = ce.neg_().exp_()
+        d.addcmul_(p_t, fl, value=gamma)
+    c0, c1 = _weights(alpha)
+    torch.mul(d, c0, out=grad).addcmul_(d, t, value=-c1)
+
+
+def _focal_star_kernel(x: Tensor, t: Tensor, loss: Tensor, grad: Tensor | None, *, gamma: float, beta: float,
+                       alpha: float | None) -> None:
+    """FL* (eq. 7-8) and its derivative (eq. 11 times alpha_t) on one chunk."""
+    w = torch.addcmul(x, x, t, value=-2.0).mul_(gamma).sub_(beta)  # w = -(gamma x_t + beta), so p*_t = sigmoid(-w)
+    _write_weighted(_softplus(w).div_(gamma), t, alpha, loss)  # eq. 8: -log(p*_t) / gamma = softplus(w) / gamma
+    if grad is None:
+        return
+    d = torch.sigmoid(w, out=w)  # 1 - p*_t;  eq. 11: dFL*/dx = y (p*_t - 1) = -y (1 - p*_t)
+    c0, c1 = _weights(alpha)
+    torch.mul(d, c0, out=grad).addcmul_(d, t, value=-c1)
+
+
+def focal_loss(logits: Tensor, targets: Tensor, *, gamma: float, alpha: float | None) -> Tensor:
+    """Alpha-balanced focal loss of every element, eq. 5: ``FL(p_t) = -alpha_t (1 - p_t)^gamma log(p_t)``.
+
+    ``alpha=None`` gives eq. 4 (no balancing); ``gamma=0`` gives alpha-balanced CE (eq. 3), or CE (eq. 1) with
+    ``alpha=None``. ``torchvision.ops.sigmoid_focal_loss(..., alpha=-1)`` corresponds to ``alpha=None``.
+
+    Args:
+        logits: ``[...]`` float (e.g. ``[N, R, K]``); bf16/fp16 are computed in float32.
+        targets: ``[...]`` same shape, exactly 0 or 1 (soft targets are not supported).
+        gamma: focusing parameter, ``>= 0``.
+        alpha: weight of the positive class in ``[0, 1]``, or None.
+
+    Returns:
+        ``[...]`` the loss per element (float32 for half-precision logits). Its gradient is the closed form of
+        appendix B (eq. 10, times alpha_t), finite for all finite logits.
+    """
+    _check(logits, targets, "focal_loss")
+    if gamma < 0:
+        raise ValueError(f"focal_loss: gamma must be >= 0, got {gamma!r}")
+    if alpha is not None and not 0.0 <= alpha <= 1.0:
+        raise ValueError(f"focal_loss: alpha must be in [0, 1] or None, got {alpha!r}")
+    kernel = partial(_focal_kernel, gamma=float(gamma), alpha=None if alpha is None else float(alpha))
+    return _apply(logits, targets, kernel)
+
+
+def focal_star_loss(logits: Tensor, targets: Tensor, *, gamma: float, beta: float, alpha: float | None) -> Tensor:
+    """FL* of appendix A for every element: ``p*_t = sigmoid(gamma x_t + beta)`` (eq. 7), ``FL* = -log(p*_t) / gamma``
+    (eq. 8), times ``alpha_t`` unless ``alpha`` is None (the paper used alpha = .25 for all FL* runs).
+
+    Args:
+        logits: ``[...]`` float; targets: ``[...]`` same shape, exactly 0 or 1.
+        gamma: steepness, ``> 0``; beta: shift; alpha: weight of the positive class in ``[0, 1]``, or None.
+
+    Returns:
+        ``[...]`` the loss per element; its gradient is eq. 11 (``y (p*_t - 1)``) times alpha_t.
+    """
+    _check(logits, targets, "focal_star_loss")
+    if gamma <= 0:
+        raise ValueError(f"focal_star_loss: gamma must be > 0 (eq. 8 divides by it), got {gamma!r}")
+    if alpha is not None and not 0.0 <= alpha <= 1.0:
+        raise ValueError(f"focal_star_loss: alpha must be in [0, 1] or None, got {alpha!r}")
+    kernel = partial(_focal_star_kernel, gamma=float(gamma), beta=float(beta),
+                     alpha=None if alpha is None else float(alpha))
+    return _apply(logits, targets, kernel)
+
+
+def build_classification_loss(cfg: LossConfig) -> Callable[[Tensor, Tensor], Tensor]:
+    """The elementwise classification loss ``f(logits, targets)`` selected by ``cfg.cls`` (``loss.cls``)."""
+    if cfg.cls == "focal":
+        return partial(focal_loss, gamma=cfg.gamma, alpha=cfg.alpha)
+    if cfg.cls == "focal_star":
+        return partial(focal_star_loss, gamma=cfg.gamma, beta=cfg.beta, alpha=cfg.alpha)
+    raise ConfigError(f"loss.cls: {cfg.cls!r} is not one of 'focal', 'focal_star'")
+
+
+def smooth_l1_loss(input: Tensor, target: Tensor, *, beta: float) -> Tensor:
+    """Smooth L1 of every element (Fast R-CNN [10]; Detectron's form with a transition point ``beta``):
+    ``0.5 d^2 / beta`` if ``|d| < beta`` else ``|d| - 0.5 beta``, ``d = input - target``; ``beta = 0`` is L1.
+
+    Args:
+        input, target: ``[...]`` same shape (e.g. ``[N, R, 4]`` box deltas). Returns ``[...]``.
+    """
+    if beta < 0:
+        raise ValueError(f"smooth_l1_loss: beta must be >= 0, got {beta!r}")
+    return F.smooth_l1_loss(input, target, reduction="none", beta=beta)
+
+
+def l1_loss(input: Tensor, target: Tensor) -> Tensor:
+    """``|input - target|`` of every element, ``[...]`` -> ``[...]``."""
+    return F.l1_loss(input, target, reduction="none")
+
+
+def build_box_loss(cfg: LossConfig) -> Callable[[Tensor, Tensor], Tensor]:
+    """The elementwise box regression loss ``f(deltas, targets)`` selected by ``cfg.box`` (``loss.box``)."""
+    if cfg.box == "smooth_l1":
+        return partial(smooth_l1_loss, beta=cfg.smooth_l1_beta)
+    if cfg.box == "l1":
+        return l1_loss
+    raise ConfigError(f"loss.box: {cfg.box!r} is not one of 'smooth_l1', 'l1'")
