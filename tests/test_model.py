@@ -1,0 +1,129 @@
+import math
+
+import pytest
+import torch
+import torchvision
+
+from retinanet.config import ConfigError, RunConfig, from_dict
+from retinanet.model import build_model
+
+
+def _small(**model):
+    base = {"depth": 18, "fpn_channels": 32, "head_convs": 1, "pretrained": "none", "norm": "bn", "freeze_at": 0,
+            "num_classes": 3}
+    return from_dict({"model": {**base, **model}, "anchors": {"sizes": [16, 32, 64, 128, 256]}})
+
+
+def _targets():
+    return [
+        {"boxes": torch.tensor([[10.0, 12.0, 50.0, 60.0], [70.0, 70.0, 120.0, 110.0]]), "labels": torch.tensor([0, 2])},
+        {"boxes": torch.zeros(0, 4), "labels": torch.zeros(0, dtype=torch.long)},
+    ]
+
+
+def test_r50_parameter_count_matches_reference_layout():
+    """detectron2 reports 37,915,572 parameters for RetinaNet R50-FPN, K=80, P6 from C5."""
+    cfg = RunConfig()
+    cfg.model.pretrained = "none"
+    model = build_model(cfg)
+    assert sum(p.numel() for p in model.parameters()) == 37_915_572
+
+
+def test_r50_forward_backward_on_cpu():
+    cfg = RunConfig()
+    cfg.model.pretrained = "none"
+    model = build_model(cfg).train()
+    out = model(torch.randn(2, 3, 128, 128), _targets())
+    loss = out["loss_cls"] + out["loss_box"]
+    loss.backward()
+    assert torch.isfinite(loss)
+    assert out["num_fg"].item() > 0
+    grads = [p.grad for p in model.head.parameters()]
+    assert all(g is not None and torch.isfinite(g).all() for g in grads)
+    # Frozen stem + res2 (Detectron's freeze_at=2) receive no gradient.
+    assert model.backbone.body.conv1.weight.grad is None and model.backbone.body.layer1[0].conv1.weight.grad is None
+    assert model.backbone.body.layer2[0].conv1.weight.grad is not None
+
+
+def test_prior_init_gives_pi_everywhere_and_initial_loss_matches():
+    model = build_model(_small()).train()
+    torch.testing.assert_close(model.head.cls_subnet[-1].bias, torch.full((27,), -math.log(99.0)))
+    with torch.no_grad():
+        logits, _, _, _ = model.dense(torch.randn(1, 3, 128, 128))
+    # weights N(0, 0.01) on a small input: logits stay close to the prior bias.
+    assert (torch.sigmoid(logits) - 0.01).abs().max() < 0.01
+    zero = build_model(_small(cls_bias_init="zero"))
+    assert torch.count_nonzero(zero.head.cls_subnet[-1].bias) == 0
+
+
+def test_p6_is_computed_from_c5_even_when_widths_agree():
+    model = build_model(_small(fpn_channels=512))
+    extra = model.backbone.fpn.extra_blocks
+    assert extra.use_P5 is False and extra.p6.in_channels == 512
+    feats = model.backbone(torch.randn(1, 3, 128, 128))
+    assert [tuple(f.shape[-2:]) for f in feats] == [(16, 16), (8, 8), (4, 4), (2, 2), (1, 1)]
+
+
+def test_normalizers_on_a_batch():
+    """detectron: sum / sum_i (fg_i + 1); per_image: mean_i sum_i / max(fg_i, 1); ema: sum / moving fg average."""
+    torch.manual_seed(0)
+    model = build_model(_small(norm="gn")).eval()  # GN: per-image losses do not depend on the batch
+    images = torch.randn(2, 3, 128, 128)
+    targets = _targets()
+    single = [model.losses(images[i:i + 1], targets[i:i + 1]) for i in range(2)]
+    fg0, fg1 = single[0]["num_fg"], single[1]["num_fg"]
+    assert fg0 > 0 and fg1 == 0
+    s_cls = [single[0]["loss_cls"] * (fg0 + 1), single[1]["loss_cls"] * (fg1 + 1)]
+    s_box = single[0]["loss_box"] * (fg0 + 1)
+    out = model.losses(images, targets)
+    torch.testing.assert_close(out["loss_cls"], (s_cls[0] + s_cls[1]) / (fg0 + fg1 + 2))
+    torch.testing.assert_close(out["loss_box"], s_box / (fg0 + fg1 + 2))
+    model.loss_cfg.normalizer = "per_image"
+    out = model.losses(images, targets)
+    torch.testing.assert_close(out["loss_cls"], (s_cls[0] / fg0 + s_cls[1]) / 2)
+    model.loss_cfg.normalizer = "ema"
+    out = model.losses(images, targets)
+    torch.testing.assert_close(out["loss_cls"], (s_cls[0] + s_cls[1]) / (0.9 * 100 + 0.1 * fg0))
+    torch.testing.assert_close(model.fg_ema, 0.9 * 100 + 0.1 * fg0)
+
+
+def test_ohem_trains_on_its_minibatch_only():
+    cfg = _small()
+    cfg.loss.gamma, cfg.loss.alpha, cfg.loss.sampling, cfg.loss.ohem_batch = 0.0, None, "ohem", 16
+    model = build_model(cfg).train()
+    grads = []
+
+    def keep_logit_grads(_module, _inputs, out):
+        out[0].register_hook(grads.append)
+
+    model.head.register_forward_hook(keep_logit_grads)
+    out = model(torch.randn(2, 3, 128, 128), _targets())
+    out["loss_cls"].backward()
+    touched = (grads[0].abs().sum(-1) > 0).sum(dim=1)
+    assert touched.tolist() == [16, 16]
+
+
+def test_local_pretrained_weights_load_and_missing_file_is_named(tmp_path):
+    ref = torchvision.models.resnet18()
+    path = tmp_path / "r18.pth"
+    torch.save(ref.state_dict(), path)
+    model = build_model(_small(pretrained=str(path), norm="frozen_bn", freeze_at=2))
+    torch.testing.assert_close(model.backbone.body.layer3[0].conv1.weight, ref.layer3[0].conv1.weight)
+    torch.testing.assert_close(model.backbone.body.bn1.running_mean, ref.bn1.running_mean)
+    with pytest.raises(ConfigError, match="does not exist"):
+        build_model(_small(pretrained=str(tmp_path / "missing.pth")))
+    path.write_bytes(path.read_bytes()[:1000])
+    with pytest.raises(ConfigError, match="cannot load weights"):
+        build_model(_small(pretrained=str(path)))
+
+
+def test_predict_and_anchor_outputs_shapes():
+    model = build_model(_small()).eval()
+    images = torch.randn(2, 3, 128, 128)
+    dets = model.predict(images, [(128, 128), (100, 90)])
+    assert len(dets) == 2 and all(len(d["scores"]) <= 100 for d in dets)
+    out = model.anchor_outputs(images, _targets())
+    r = 9 * (16 * 16 + 8 * 8 + 4 * 4 + 2 * 2 + 1)
+    assert out["logits"].shape == (2, r, 3) and out["labels"].shape == (2, r)
+    assert set(out["labels"][0].unique().tolist()) <= {-2, -1, 0, 2}
+    assert (out["labels"][1] == -1).all()
