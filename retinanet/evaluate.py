@@ -1,0 +1,177 @@
+"""COCO evaluation: ``python -m retinanet evaluate --run RUNDIR --out DIR``.
+
+Inference over the validation split (``data.val_*``, shorter side ``data.min_size``, no flip) -> detections in
+the *original* image pixels (boxes divided by the resize scale and clipped) with the JSON's category ids ->
+``DIR/detections.json`` (COCO results format: ``image_id, category_id, bbox [x, y, w, h], score``) ->
+pycocotools ``COCOeval(iouType="bbox")`` -> ``DIR/metrics.json``::
+
+    {"AP", "AP50", "AP75", "APs", "APm", "APl"  (percent, 0-100; null where COCOeval gives -1, i.e. no ground
+     truth of that size), "status": "completed" | "diverged", "num_images", "num_detections", "run"}
+
+A diverged run (``result.json``) gives AP 0 for every column, status ``diverged`` and an empty detections file;
+a completed run without a single detection (pycocotools cannot load an empty result list) gives AP 0 as well.
+``--test-dev IMAGES ANNOTATIONS`` instead exports the detections for an unlabeled split (COCO test-dev
+``image_info`` JSON) in the evaluation server's format, ``DIR/detections_<split>_results.json``, without metrics.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import dataclasses
+import io
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import torch
+from pycocotools.coco import COCO
+from pycocotools.cocoeval import COCOeval
+
+from retinanet import atomic, checkpoint
+from retinanet.config import RunConfig, load
+from retinanet.data import CocoDetection, build_dataset, build_test_loader, check_num_classes
+from retinanet.distributed import resolve_device
+from retinanet.model import RetinaNet, build_model
+
+METRICS = ("AP", "AP50", "AP75", "APs", "APm", "APl")
+"""The paper's columns, in the order of ``COCOeval.stats[:6]``."""
+
+
+def run_status(run_dir: str | Path) -> dict[str, Any]:
+    """``result.json`` of a run; a CheckpointError-style ValueError if the run has not finished."""
+    path = Path(run_dir) / "result.json"
+    if not path.is_file():
+        raise ValueError(f"{path}: missing; the run has not finished (train it first)")
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"{path}: malformed JSON ({exc.msg})") from None
+
+
+def load_run(run_dir: str | Path, device_name: str | None = None) -> tuple[RunConfig, RetinaNet, torch.device]:
+    """The run's config, its trained model (``model_final.pt``, loaded weights-only) in eval mode on the device
+    (``device_name``, default the run's ``device``) in the run's memory format, and that device."""
+    run_dir = Path(run_dir)
+    cfg = load(run_dir / "config.resolved.yaml")
+    # The weights come from the run: do not fetch or read pretrained backbone weights again.
+    model = build_model(dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, pretrained="none")))
+    payload = checkpoint.load(run_dir / "model_final.pt")
+    checkpoint.require(payload, run_dir / "model_final.pt", ("model",))
+    try:
+        model.load_state_dict(payload["model"])
+    except RuntimeError as exc:
+        raise checkpoint.CheckpointError(f"{run_dir / 'model_final.pt'}: weights do not fit the run's config "
+                                         f"({str(exc).splitlines()[0]})") from None
+    device = resolve_device(device_name or cfg.device)
+    model.eval().to(device)
+    if cfg.channels_last:
+        model.to(memory_format=torch.channels_last)
+    return cfg, model, device
+
+
+def prepare(images: torch.Tensor, cfg: RunConfig, device: torch.device) -> torch.Tensor:
+    """Move a padded batch to ``device`` in the run's memory format."""
+    images = images.to(device, non_blocking=True)
+    return images.contiguous(memory_format=torch.channels_last) if cfg.channels_last else images
+
+
+@torch.no_grad()
+def detect(model: RetinaNet, dataset: CocoDetection, cfg: RunConfig, device: torch.device) -> list[dict[str, Any]]:
+    """COCO-format detections of ``model`` over every image of ``dataset``, in original pixels and category ids."""
+    loader = build_test_loader(cfg, dataset)
+    results: list[dict[str, Any]] = []
+    for images, targets, sizes in loader:
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.precision == "bf16"):
+            outputs = model.predict(prepare(images, cfg, device), sizes)
+        for out, target in zip(outputs, targets, strict=True):
+            results += to_coco(out, target, dataset.category_ids)
+    return results
+
+
+def to_coco(output: dict[str, torch.Tensor], target: dict[str, Any], category_ids: list[int]) -> list[dict]:
+    """One image's detections (``boxes [D,4]`` xyxy resized pixels, ``scores [D]``, ``labels [D]``) -> COCO
+    results: boxes divided by ``target['scale']``, clipped to ``orig_size``, as ``[x, y, w, h]``."""
+    height, width = target["orig_size"]
+    boxes = output["boxes"].float().cpu() / target["scale"]
+    boxes[:, 0::2] = boxes[:, 0::2].clamp(0, width)
+    boxes[:, 1::2] = boxes[:, 1::2].clamp(0, height)
+    xywh = torch.cat([boxes[:, :2], boxes[:, 2:] - boxes[:, :2]], dim=1)
+    return [{"image_id": int(target["image_id"]), "category_id": int(category_ids[int(label)]),
+             "bbox": [round(float(v), 3) for v in box], "score": round(float(score), 5)}
+            for box, score, label in zip(xywh, output["scores"].float().cpu(), output["labels"].cpu(), strict=True)]
+
+
+def coco_metrics(gt: COCO, detections: list[dict[str, Any]]) -> dict[str, float | None]:
+    """COCOeval bbox over every ground-truth image; the six paper columns in percent (None for -1)."""
+    if not detections:
+        return dict.fromkeys(METRICS, 0.0)
+    with contextlib.redirect_stdout(io.StringIO()) as text:
+        dt = gt.loadRes(detections)
+        ev = COCOeval(gt, dt, iouType="bbox")
+        ev.evaluate()
+        ev.accumulate()
+        ev.summarize()
+    print("\n".join(line for line in text.getvalue().splitlines() if "Average" in line), file=sys.stderr)
+    return {name: (None if ev.stats[i] < 0 else float(ev.stats[i]) * 100.0) for i, name in enumerate(METRICS)}
+
+
+def evaluate_run(run_dir: str | Path, out_dir: str | Path, *, device_name: str | None = None) -> dict[str, Any]:
+    """Evaluate a run on its validation split; write ``detections.json`` then ``metrics.json``; return metrics."""
+    run_dir, out_dir = Path(run_dir), Path(out_dir)
+    status = run_status(run_dir)
+    cfg = load(run_dir / "config.resolved.yaml")
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    dataset = build_dataset(cfg.data, train=False)
+    check_num_classes(dataset, cfg.model.num_classes)
+    if status.get("status") == "diverged":
+        detections: list[dict] = []
+        metrics: dict[str, Any] = dict.fromkeys(METRICS, 0.0)
+    else:
+        cfg, model, device = load_run(run_dir, device_name)
+        detections = detect(model, dataset, cfg, device)
+        metrics = coco_metrics(dataset.coco, detections)
+    metrics.update(status=status.get("status"), num_images=len(dataset), num_detections=len(detections),
+                   run=str(run_dir))
+    atomic.write_json(out_dir / "detections.json", detections)
+    atomic.write_json(out_dir / "metrics.json", metrics)
+    return metrics
+
+
+def export_test_dev(run_dir: str | Path, out_dir: str | Path, images: str | Path, annotations: str | Path, *,
+                    device_name: str | None = None) -> Path:
+    """Detections for an unlabeled split (COCO ``image_info`` JSON), in the evaluation server's file naming."""
+    run_dir, out_dir = Path(run_dir), Path(out_dir)
+    if run_status(run_dir).get("status") != "completed":
+        raise ValueError(f"{run_dir / 'result.json'}: status is not 'completed'; nothing to export")
+    cfg, model, device = load_run(run_dir, device_name)
+    dataset = CocoDetection(images, annotations, min_sizes=[cfg.data.min_size], max_size=cfg.data.max_size,
+                            hflip=False, pixel_mean=cfg.data.pixel_mean, pixel_std=cfg.data.pixel_std, train=False,
+                            require_annotations=False)
+    split = Path(annotations).stem.replace("image_info_", "")
+    path = out_dir / f"detections_{split}_results.json"
+    atomic.write_json(path, detect(model, dataset, cfg, device))
+    return path
+
+
+def add_command(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser("evaluate", help="COCO evaluation of a trained run", description=__doc__,
+                              formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--run", required=True, help="run directory written by `train`")
+    p.add_argument("--out", required=True, help="output directory for detections.json and metrics.json")
+    p.add_argument("--device", default=None, help="override the run's device (auto, cpu, cuda)")
+    p.add_argument("--test-dev", nargs=2, metavar=("IMAGES", "ANNOTATIONS"), default=None,
+                   help="export detections for an unlabeled split (e.g. test2017 image_info_test-dev2017.json)")
+    p.set_defaults(func=_main)
+
+
+def _main(args: argparse.Namespace) -> int:
+    if args.test_dev:
+        path = export_test_dev(args.run, args.out, *args.test_dev, device_name=args.device)
+        print(f"evaluate: wrote {path}", file=sys.stderr)
+        return 0
+    metrics = evaluate_run(args.run, args.out, device_name=args.device)
+    print(json.dumps(metrics), file=sys.stderr)
+    return 0

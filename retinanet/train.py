@@ -1,0 +1,282 @@
+"""The training loop: ``python -m retinanet train --config RUN.yaml --out RUNDIR [--resume auto]``.
+
+RUNDIR after a run::
+
+    config.resolved.yaml   the full RunConfig
+    provenance.json        git commit, packages, host, device, batch plan, precision, data report
+    log.jsonl              one JSON object per logging step (see LOG_KEYS)
+    checkpoints/last.pt    periodic + final training state (model, optimizer, schedule, iteration, RNG states)
+    model_final.pt         the trained weights (completed runs only)
+    result.json            written last: {"status": "completed" | "diverged", "iteration", "wall_s", "batch", ...}
+
+One optimizer step = ``accumulation_steps`` forward/backward passes of ``images_per_process`` images on each of
+``world_size`` processes (:func:`retinanet.solver.plan_batch`). The model normalizes its loss (``loss.normalizer``);
+the loop divides by the accumulation steps and DDP averages over processes, so the gradient is the mean over the
+effective batch's micro-batches whatever the number of processes.
+
+Divergence: if the loss of a step is not finite on any process, the step is not applied, the run stops and
+``result.json`` says ``diverged`` with that step's number (1-based ``iteration``); the process exits 0 and no
+``model_final.pt`` is written (the paper reports such runs, e.g. CE without the prior init, as diverged / 0 AP).
+Weights are checked to be finite before every checkpoint and at the end, so no checkpoint holds NaN/inf weights.
+
+Resume (``--resume auto``): model, optimizer, schedule, iteration, RNG states and the data stream position are
+restored from ``checkpoints/last.pt``; the data order and augmentation are a function of (seed, position)
+(:class:`retinanet.data.TrainBatchSampler`), so on CPU a killed and resumed run ends bitwise equal to an
+uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import random
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import yaml
+from tqdm import tqdm
+
+from retinanet import atomic, checkpoint, distributed, provenance
+from retinanet.config import ConfigError, RunConfig, load, to_dict
+from retinanet.data import build_dataset, build_train_loader, check_num_classes
+from retinanet.model import build_model
+from retinanet.solver import WarmupMultiStepSchedule, build_optimizer, plan_batch
+
+CONFIG = "config.resolved.yaml"
+PROVENANCE = "provenance.json"
+LOG = "log.jsonl"
+LAST = "checkpoints/last.pt"
+FINAL = "model_final.pt"
+RESULT = "result.json"
+
+LOG_KEYS = ("iteration", "loss_cls", "loss_box", "loss", "lr", "num_fg", "s_per_iter", "images_per_s")
+"""Each log line: ``iteration`` (completed steps), the losses and ``num_fg`` (foreground anchors per image) as means
+over the steps since the previous line and over the effective batch, ``lr`` of the last step, ``s_per_iter`` (mean
+wall time per step) and ``images_per_s`` (effective batch / s_per_iter)."""
+
+STATE_KEYS = ("model", "optimizer", "schedule", "iteration", "rng", "config", "wall_s")
+
+
+def seed_everything(seed: int) -> None:
+    """Seed torch, numpy and Python's RNGs (model init and anything else drawing from the global RNGs)."""
+    torch.manual_seed(seed)
+    np.random.seed(seed % 2**32)
+    random.seed(seed)
+
+
+def _first_difference(a: Any, b: Any, path: str = "") -> str | None:
+    if isinstance(a, dict) and isinstance(b, dict):
+        for key in sorted(set(a) | set(b)):
+            diff = _first_difference(a.get(key), b.get(key), f"{path}.{key}" if path else key)
+            if diff:
+                return diff
+        return None
+    return None if a == b else f"{path}: {a!r} vs {b!r}"
+
+
+def _params_finite(model: torch.nn.Module) -> bool:
+    return all(bool(torch.isfinite(p).all()) for p in model.parameters())
+
+
+def _truncate_log(path: Path, iteration: int) -> None:
+    """Keep the log lines of steps up to ``iteration`` (the checkpoint a resumed run starts from)."""
+    if not path.exists():
+        return
+    kept = []
+    for line in path.read_text().splitlines():
+        try:
+            if json.loads(line).get("iteration", 0) <= iteration:
+                kept.append(line)
+        except json.JSONDecodeError:  # a line cut short by the kill
+            continue
+    atomic.write_text(path, "".join(line + "\n" for line in kept))
+
+
+def train(cfg: RunConfig, out_dir: str | Path, *, resume: bool = False) -> dict[str, Any]:
+    """Train one run into ``out_dir``; return the content of ``result.json``. Joins a torchrun job if present."""
+    info, device = distributed.init(cfg.device)
+    try:
+        return _train(cfg, Path(out_dir), resume, info, device)
+    finally:
+        distributed.shutdown()
+
+
+def _train(cfg: RunConfig, out: Path, resume: bool, info: distributed.DistInfo, device: torch.device) -> dict:
+    t_start = time.perf_counter()
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    plan = plan_batch(cfg.solver, info.world_size)
+    if resume and (out / RESULT).exists():
+        done = json.loads((out / RESULT).read_text())
+        if done.get("status") in ("completed", "diverged"):
+            return done
+
+    seed_everything(cfg.seed)
+    dataset = build_dataset(cfg.data, train=True)
+    check_num_classes(dataset, cfg.model.num_classes)
+    model = build_model(cfg).to(device)
+    if cfg.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    optimizer = build_optimizer(model, cfg.solver)
+    schedule = WarmupMultiStepSchedule(cfg.solver, plan.lr)
+
+    start_iter, wall_before = 0, 0.0
+    if resume and (out / LAST).exists():
+        state = checkpoint.load(out / LAST)
+        checkpoint.require(state, out / LAST, STATE_KEYS)
+        diff = _first_difference(state["config"], to_dict(cfg))
+        if diff:
+            raise ConfigError(f"{out / LAST}: written by a different config ({diff}); use a new --out or no --resume")
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        schedule.load_state_dict(state["schedule"])
+        start_iter, wall_before = int(state["iteration"]), float(state["wall_s"])
+        checkpoint.set_rng_state(state["rng"])
+
+    if info.is_main:
+        out.mkdir(parents=True, exist_ok=True)
+        if start_iter == 0:
+            for name in (RESULT, FINAL, LAST, LOG):
+                (out / name).unlink(missing_ok=True)
+        atomic.write_text(out / CONFIG, yaml.safe_dump(to_dict(cfg), sort_keys=False))
+        report = dataset.report()
+        print(f"data: {json.dumps(report)}", file=sys.stderr)
+        atomic.write_json(out / PROVENANCE, provenance.collect(
+            device, world_size=info.world_size, batch=plan.to_dict(), precision=cfg.precision,
+            channels_last=cfg.channels_last, threads=torch.get_num_threads(), resumed_from=start_iter, data=report))
+        _truncate_log(out / LOG, start_iter)
+    distributed.barrier()
+
+    ddp = distributed.wrap(model, info, device)
+    loader = build_train_loader(cfg, dataset, world_size=info.world_size, rank=info.rank,
+                                accumulation_steps=plan.accumulation_steps, start_iter=start_iter,
+                                pin_memory=device.type == "cuda")
+    batches = iter(loader)
+    bf16 = cfg.precision == "bf16"
+    iterations = cfg.solver.iterations
+    status, stop_iter = "completed", iterations
+    window: list[torch.Tensor] = []
+    t_window = time.perf_counter()
+    bar = tqdm(total=iterations, initial=start_iter, disable=not (info.is_main and sys.stderr.isatty()),
+               dynamic_ncols=True)
+    model.train()
+    for it in range(start_iter, iterations):
+        lr = schedule.apply(optimizer, it)
+        optimizer.zero_grad(set_to_none=True)
+        sums = torch.zeros(4, dtype=torch.float64, device=device)  # loss_cls, loss_box, num_fg, non-finite flag
+        for step in range(plan.accumulation_steps):
+            images, targets, _ = next(batches)
+            images = images.to(device, non_blocking=True)
+            if cfg.channels_last:
+                images = images.contiguous(memory_format=torch.channels_last)
+            targets = [{"boxes": t["boxes"].to(device), "labels": t["labels"].to(device)} for t in targets]
+            last = step == plan.accumulation_steps - 1
+            with ddp.no_sync() if info.enabled and not last else contextlib.nullcontext():
+                with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
+                    losses = ddp(images, targets)
+                loss = (losses["loss_cls"] + losses["loss_box"]) / plan.accumulation_steps
+                loss.backward()
+            sums[:3] += torch.stack([losses["loss_cls"].detach(), losses["loss_box"].detach(),
+                                     losses["num_fg"].detach()]).double()
+        sums[3] = (~torch.isfinite(sums[:2])).any().double()
+        distributed.all_reduce_sum(sums)
+        if sums[3].item() > 0:
+            status, stop_iter = "diverged", it + 1
+            break
+        if cfg.solver.clip_grad_norm is not None:
+            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.solver.clip_grad_norm)
+        optimizer.step()
+        window.append(sums[:3].cpu())
+        bar.update(1)
+        done = it + 1
+        if done % cfg.solver.log_period == 0 or done == iterations:
+            now = time.perf_counter()
+            passes = plan.accumulation_steps * info.world_size
+            mean = torch.stack(window).mean(0)
+            s_per_iter = (now - t_window) / len(window)
+            record = {"iteration": done, "loss_cls": mean[0].item() / passes, "loss_box": mean[1].item() / passes,
+                      "loss": (mean[0].item() + mean[1].item()) / passes, "lr": lr,
+                      "num_fg": mean[2].item() / plan.effective_batch, "s_per_iter": s_per_iter,
+                      "images_per_s": plan.effective_batch / s_per_iter}
+            bar.set_postfix(loss=f"{record['loss']:.4f}", lr=f"{lr:.2e}")
+            if info.is_main:
+                with open(out / LOG, "a") as f:
+                    f.write(json.dumps(record) + "\n")
+            window, t_window = [], now
+        if done % cfg.solver.checkpoint_period == 0 and done < iterations:
+            if not _params_finite(model):  # never checkpoint non-finite weights
+                status, stop_iter = "diverged", done
+                break
+            if info.is_main:
+                _save_state(out / LAST, model, optimizer, schedule, done, cfg,
+                            wall_before + time.perf_counter() - t_start)
+    bar.close()
+
+    if status == "completed" and not _params_finite(model):
+        status = "diverged"
+    wall_s = wall_before + time.perf_counter() - t_start
+    result = {"status": status, "iteration": stop_iter, "wall_s": wall_s, "batch": plan.to_dict(),
+              "precision": cfg.precision, "channels_last": cfg.channels_last}
+    if info.is_main:
+        if status == "completed":
+            _save_state(out / LAST, model, optimizer, schedule, iterations, cfg, wall_s)
+            checkpoint.save({"model": model.state_dict(), "config": to_dict(cfg), "iteration": iterations},
+                            out / FINAL)
+        atomic.write_json(out / RESULT, result)
+        print(f"train: {status} at iteration {stop_iter} in {wall_s:.1f} s -> {out}", file=sys.stderr)
+    distributed.barrier()
+    return result
+
+
+def _save_state(path: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
+                schedule: WarmupMultiStepSchedule, iteration: int, cfg: RunConfig, wall_s: float) -> None:
+    checkpoint.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                     "schedule": schedule.state_dict(), "iteration": iteration, "rng": checkpoint.rng_state(),
+                     "config": to_dict(cfg), "wall_s": wall_s}, path)
+
+
+# --------------------------------------------------------------------------------------------------------------
+# CLI
+
+
+def parse_overrides(items: list[str]) -> dict:
+    """``["solver.iterations=10", "loss.alpha=null"]`` -> nested dict (values parsed as YAML scalars)."""
+    out: dict = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise ConfigError(f"--set {item!r}: expected key=value (e.g. solver.iterations=100)")
+        node = out
+        parts = key.split(".")
+        for part in parts[:-1]:
+            node = node.setdefault(part, {})
+        try:
+            node[parts[-1]] = yaml.safe_load(value)
+        except yaml.YAMLError:
+            raise ConfigError(f"--set {item!r}: value is not valid YAML") from None
+    return out
+
+
+def add_command(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser("train", help="train one run", description=__doc__,
+                              formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--config", required=True, help="run config YAML (see retinanet/config.py)")
+    p.add_argument("--out", required=True, help="run directory")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a config field, e.g. --set solver.iterations=100 (repeatable)")
+    p.add_argument("--resume", choices=["auto", "no"], default="no",
+                   help="auto: continue from RUNDIR/checkpoints/last.pt if it exists (and skip a finished run)")
+    p.set_defaults(func=_main)
+
+
+def _main(args: argparse.Namespace) -> int:
+    cfg = load(args.config, parse_overrides(args.set))
+    train(cfg, args.out, resume=args.resume == "auto")
+    return 0
+
+

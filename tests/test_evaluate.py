@@ -1,0 +1,140 @@
+"""Evaluation, test-dev export, timing and Fig. 4 loss samples on a small trained run."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import statistics
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from pycocotools.coco import COCO
+from pycocotools.cocoeval import COCOeval
+from tiny_coco import CATEGORY_IDS, tiny_config, write_coco
+
+from retinanet import loss_samples
+from retinanet.data import build_dataset, build_test_loader
+from retinanet.evaluate import METRICS, coco_metrics, evaluate_run, export_test_dev, load_run, to_coco
+from retinanet.timing import measure, time_run
+from retinanet.train import train
+
+
+@pytest.fixture(scope="module")
+def trained_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A run trained for 40 steps on 4 images (enough to produce detections of every kind)."""
+    root = tmp_path_factory.mktemp("eval")
+    write_coco(root / "data", num_images=4, seed=2)
+    cfg = tiny_config(root / "data", {"solver": {"iterations": 40, "warmup_iters": 10, "clip_grad_norm": 5.0,
+                                                 "checkpoint_period": 1000, "log_period": 10}})
+    assert train(cfg, root / "run")["status"] == "completed"
+    return root / "run"
+
+
+def test_metrics_equal_pycocotools_on_the_same_detections(trained_run, tmp_path):
+    metrics = evaluate_run(trained_run, tmp_path)
+    detections = json.loads((tmp_path / "detections.json").read_text())
+    assert detections and metrics["num_detections"] == len(detections) and metrics["num_images"] == 4
+    with contextlib.redirect_stdout(io.StringIO()):
+        gt = COCO(str(trained_run.parent / "data" / "annotations" / "instances.json"))
+        ev = COCOeval(gt, gt.loadRes(str(tmp_path / "detections.json")), "bbox")
+        ev.evaluate()
+        ev.accumulate()
+        ev.summarize()
+    for i, name in enumerate(METRICS):
+        expected = None if ev.stats[i] < 0 else ev.stats[i] * 100
+        assert metrics[name] == expected
+    assert metrics["status"] == "completed"
+    assert {d["category_id"] for d in detections} <= set(CATEGORY_IDS)
+    assert json.loads((tmp_path / "metrics.json").read_text()) == metrics
+
+
+def test_detections_are_mapped_back_to_original_pixels_and_ids():
+    output = {"boxes": torch.tensor([[10.0, 20.0, 50.0, 40.0], [-4.0, 0.0, 300.0, 10.0]]),
+              "scores": torch.tensor([0.9, 0.5]), "labels": torch.tensor([1, 0])}
+    target = {"image_id": 5, "scale": 2.0, "orig_size": (60, 100)}
+    dets = to_coco(output, target, [3, 7])
+    assert dets[0] == {"image_id": 5, "category_id": 7, "bbox": [5.0, 10.0, 20.0, 10.0], "score": 0.9}
+    assert dets[1]["category_id"] == 3 and dets[1]["bbox"] == [0.0, 0.0, 100.0, 5.0]  # clipped to the image
+
+
+def test_perfect_and_empty_detections(tmp_path):
+    data = write_coco(tmp_path, num_images=3)
+    with contextlib.redirect_stdout(io.StringIO()):
+        gt = COCO(str(tmp_path / "annotations" / "instances.json"))
+    perfect = [{"image_id": a["image_id"], "category_id": a["category_id"], "bbox": a["bbox"], "score": 1.0}
+               for a in data["annotations"]]
+    metrics = coco_metrics(gt, perfect)
+    assert metrics["AP"] == metrics["AP50"] == metrics["APs"] == 100.0
+    assert metrics["APl"] is None  # no large ground truth: COCOeval's -1 becomes null
+    assert coco_metrics(gt, []) == dict.fromkeys(METRICS, 0.0)
+
+
+def test_unfinished_run_is_refused(tmp_path):
+    with pytest.raises(ValueError, match=r"result.json: missing; the run has not finished"):
+        evaluate_run(tmp_path, tmp_path / "eval")
+    assert not (tmp_path / "eval" / "metrics.json").exists()
+
+
+def test_test_dev_export_has_the_server_format(trained_run, tmp_path):
+    data = json.loads((trained_run.parent / "data" / "annotations" / "instances.json").read_text())
+    info = {"images": data["images"][:2], "categories": data["categories"]}  # no annotations, like test-dev
+    (tmp_path / "image_info_test-dev2017.json").write_text(json.dumps(info))
+    path = export_test_dev(trained_run, tmp_path, trained_run.parent / "data" / "images",
+                           tmp_path / "image_info_test-dev2017.json")
+    assert path.name == "detections_test-dev2017_results.json"
+    dets = json.loads(path.read_text())
+    assert dets and {d["image_id"] for d in dets} <= {1, 2}
+    assert all(set(d) == {"image_id", "category_id", "bbox", "score"} and len(d["bbox"]) == 4 for d in dets)
+
+
+def test_measure_excludes_warmup_and_synchronizes():
+    calls, syncs, now = [], [], [0.0]
+
+    def fn(i):
+        calls.append(i)
+        now[0] += 1.0 + i  # call i takes 1 + i seconds
+
+    times = measure(fn, warmup=3, repeats=5, synchronize=lambda: syncs.append(1), clock=lambda: now[0])
+    assert calls == [0, 1, 2, 0, 1, 2, 3, 4] and times == [1.0, 2.0, 3.0, 4.0, 5.0]
+    assert len(syncs) == 1 + 2 * 5
+
+
+def test_time_run_record(trained_run, tmp_path):
+    record = time_run(trained_run, tmp_path / "timing.json", warmup=1, repeats=3, num_images=2)
+    assert json.loads((tmp_path / "timing.json").read_text()) == record
+    assert record["ms_per_image_median"] == statistics.median(record["ms_per_image"]) > 0
+    assert record["batch_size"] == 1 and record["repeats"] == 3 and record["device"]["type"] == "cpu"
+    assert record["device"]["name"]
+
+
+def test_split_samples_by_anchor_class_pairs():
+    logits = torch.arange(12.0).reshape(4, 3)       # R = 4 anchors, K = 3 classes
+    labels = torch.tensor([1, -1, -2, 0])           # fg class 1, bg, ignored, fg class 0
+    pos, cls, neg = loss_samples.split_samples(logits, labels)
+    assert pos.tolist() == [1.0, 9.0] and cls.tolist() == [1, 0]
+    assert sorted(neg.tolist()) == [0.0, 2.0, 3.0, 4.0, 5.0, 10.0, 11.0]
+
+
+def test_loss_samples_file(trained_run, tmp_path):
+    out = tmp_path / "samples.npz"
+    counts = loss_samples.collect(trained_run, out, num_images=2, max_negatives=100, seed=3)
+    data = np.load(out)
+    assert data["pos_logits"].shape == (counts["num_pos"],) and data["neg_logits"].shape == (counts["num_neg_kept"],)
+    assert counts["num_neg_kept"] == 100 < counts["num_neg_total"] and counts["num_images"] == 2
+    assert int(data["seed"]) == 3 and int(data["num_neg_total"]) == counts["num_neg_total"]
+    # positives: every fg anchor's logit at its class, straight from the model
+    cfg, model, device = load_run(trained_run)
+    expected = []
+    for i, (images, targets, _) in enumerate(build_test_loader(cfg, build_dataset(cfg.data, train=False), 1)):
+        if i == 2:
+            break
+        outputs = model.anchor_outputs(images, targets)
+        fg = outputs["labels"][0] >= 0
+        expected.append(outputs["logits"][0][fg, outputs["labels"][0][fg]])
+    assert np.array_equal(data["pos_logits"], torch.cat(expected).numpy())
+    again = tmp_path / "again.npz"
+    loss_samples.collect(trained_run, again, num_images=2, max_negatives=100, seed=3)
+    assert np.array_equal(np.load(again)["neg_logits"], data["neg_logits"])  # fixed-seed subsample
