@@ -1,0 +1,152 @@
+"""The embedded dataset: deterministic bytes, valid COCO, every scale bucket, tight boxes, atomic writes."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+from pycocotools.coco import COCO
+
+from retinanet import synthetic
+from retinanet.config import ConfigError
+from retinanet.synthetic import CLASSES, DISTRACTORS, DatasetSpec, area_thresholds, generate, make_dataset
+
+
+def _tree_bytes(root: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def test_same_seed_same_bytes_different_seed_different(tmp_path: Path) -> None:
+    splits = {"train": 5, "val": 2}
+    spec = DatasetSpec(image_size=64)
+    for name, seed in (("a", 3), ("b", 3), ("c", 4)):
+        make_dataset(tmp_path / name, seed=seed, splits=splits, spec=spec)
+    a, b, c = (_tree_bytes(tmp_path / n) for n in "abc")
+    assert len(a) == 5 + 2 + 2
+    assert a == b
+    assert a.keys() == c.keys()
+    assert all(a[k] != c[k] for k in a)  # every image and both annotation files change with the seed
+
+
+def test_image_depends_only_on_seed_split_and_index(tmp_path: Path) -> None:
+    generate(tmp_path / "short", seed=1, num_images=2, split="train", image_size=64)
+    generate(tmp_path / "long", seed=1, num_images=4, split="train", image_size=64)
+    generate(tmp_path / "other", seed=1, num_images=2, split="val", image_size=64)
+    for i in (1, 2):
+        short = (tmp_path / "short" / "train" / f"{i:06d}.png").read_bytes()
+        assert short == (tmp_path / "long" / "train" / f"{i:06d}.png").read_bytes()
+        assert short != (tmp_path / "other" / "val" / f"{i:06d}.png").read_bytes()
+
+
+def test_writes_valid_coco(synthetic_coco: Path) -> None:
+    for split, count in (("train", 6), ("val", 3)):
+        path = synthetic_coco / "annotations" / f"instances_{split}.json"
+        coco = COCO(str(path))
+        raw = json.loads(path.read_text())
+        assert sorted(coco.getImgIds()) == list(range(1, count + 1))
+        assert [c["name"] for c in coco.loadCats(coco.getCatIds())] == list(CLASSES)
+        ann_ids = [a["id"] for a in raw["annotations"]]
+        assert len(ann_ids) == len(set(ann_ids)) > 0
+        for img in coco.loadImgs(coco.getImgIds()):
+            assert (synthetic_coco / split / img["file_name"]).is_file()
+            assert img["width"] == img["height"] == 64
+        for ann in raw["annotations"]:
+            x, y, w, h = ann["bbox"]
+            assert w > 0 and h > 0
+            assert x >= 0 and y >= 0 and x + w <= 64 + 1e-6 and y + h <= 64 + 1e-6
+            assert ann["area"] == pytest.approx(w * h, abs=0.01)
+            assert ann["iscrowd"] == 0
+            assert ann["category_id"] in coco.cats
+            assert ann["image_id"] in coco.imgs
+        assert raw["info"]["scale_split"] == synthetic.scale_counts(raw)
+
+
+def test_every_scale_bucket_present_at_default_size(tmp_path: Path) -> None:
+    coco = generate(tmp_path, seed=0, num_images=30)
+    counts = coco["info"]["scale_split"]
+    total = sum(counts.values())
+    assert total == len(coco["annotations"]) > 60
+    assert all(n >= 0.1 * total for n in counts.values()), counts
+    # Few objects per image against thousands of anchors: the imbalance the paper is about.
+    assert total / len(coco["images"]) <= DatasetSpec.max_objects
+
+
+def test_area_thresholds_scale_coco_limits_by_image_area() -> None:
+    small, medium = area_thresholds(128)
+    assert small / 128**2 == pytest.approx(32**2 / (640 * 480))
+    assert medium / 128**2 == pytest.approx(96**2 / (640 * 480))
+    assert synthetic.scale_bucket(small, 128) == "small"  # pycocotools' ranges include their upper limit
+    assert synthetic.scale_bucket(math.nextafter(small, math.inf), 128) == "medium"
+    assert synthetic.scale_bucket(medium + 1, 128) == "large"
+
+
+@pytest.mark.parametrize("name", CLASSES + DISTRACTORS)
+def test_boxes_are_tight_around_the_drawn_shape(name: str) -> None:
+    rng = np.random.default_rng(0)
+    spec = DatasetSpec(image_size=96)
+    for _ in range(5):
+        polys, box = synthetic._place(rng, name, 30.0, spec)
+        assert 0 <= box[0] < box[2] <= 96 and 0 <= box[1] < box[3] <= 96
+        (x0, y0), alpha = synthetic._rasterize(polys, box, spec.image_size)
+        # The crop is the box rounded outwards; the shape touches all four sides of its box.
+        assert alpha[:, 0].max() > 0 and alpha[:, -1].max() > 0
+        assert alpha[0].max() > 0 and alpha[-1].max() > 0
+        assert x0 == math.floor(box[0]) and y0 == math.floor(box[1])
+
+
+def test_images_without_objects_still_hold_distractors() -> None:
+    spec = DatasetSpec(image_size=64, empty_fraction=1.0, max_strokes=0, noise_sigma=(0.0, 0.0))
+    image, objects = synthetic.render_image(np.random.default_rng(5), spec)
+    assert objects == []
+    assert image.shape == (64, 64, 3) and image.dtype == np.uint8
+
+
+def test_existing_dataset_is_kept_unless_overwrite(tmp_path: Path) -> None:
+    out = tmp_path / "data"
+    out.mkdir()
+    (out / "keep.txt").write_text("mine")
+    with pytest.raises(ConfigError, match=r"data exists and is not empty"):
+        make_dataset(out, seed=0, splits={"train": 1}, spec=DatasetSpec(image_size=32))
+    assert (out / "keep.txt").read_text() == "mine"
+    make_dataset(out, seed=0, splits={"train": 1}, spec=DatasetSpec(image_size=32), overwrite=True)
+    assert sorted(p.name for p in out.iterdir()) == ["annotations", "train"]
+    assert [p.name for p in tmp_path.iterdir()] == ["data"]
+
+
+def test_failure_leaves_no_partial_dataset(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    real = synthetic.generate
+
+    def fail_on_val(out_dir, *, split, **kwargs):
+        if split == "val":
+            raise RuntimeError("killed")
+        return real(out_dir, split=split, **kwargs)
+
+    monkeypatch.setattr(synthetic, "generate", fail_on_val)
+    with pytest.raises(RuntimeError):
+        make_dataset(tmp_path / "data", seed=0, splits={"train": 1, "val": 1}, spec=DatasetSpec(image_size=32))
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_bad_settings_name_the_field(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="image_size = 16"):
+        generate(tmp_path, seed=0, num_images=1, image_size=16)
+    with pytest.raises(ConfigError, match="num_images = -1"):
+        generate(tmp_path, seed=0, num_images=-1)
+
+
+def test_cli_writes_dataset_and_reports_the_scale_split(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    parser = argparse.ArgumentParser()
+    synthetic.add_command(parser.add_subparsers())
+    out = tmp_path / "ds"
+    args = parser.parse_args(["make-dataset", "--out", str(out), "--seed", "2", "--train", "3", "--val", "2",
+                              "--size", "48", "--preview", str(tmp_path / "grid.png")])
+    assert args.func(args) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].startswith("train: 3 images, ") and "small" in lines[0] and "large" in lines[0]
+    assert lines[1].startswith("val: 2 images, ")
+    assert len(list((out / "val").glob("*.png"))) == 2
+    assert (tmp_path / "grid.png").stat().st_size > 0
