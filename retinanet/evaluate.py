@@ -103,13 +103,30 @@ def to_coco(output: dict[str, torch.Tensor], target: dict[str, Any], category_id
             for box, score, label in zip(xywh, output["scores"].float().cpu(), output["labels"].cpu(), strict=True)]
 
 
+def area_ranges(gt: COCO) -> list[list[float]] | None:
+    """COCOeval ``areaRng`` (all, small, medium, large) for a dataset whose ``info.area_thresholds`` gives its own
+    small/medium and medium/large limits (the embedded dataset scales COCO's 32^2 / 96^2 to its image size);
+    None (pycocotools' COCO limits) otherwise."""
+    limits = gt.dataset.get("info", {}).get("area_thresholds")
+    if limits is None:
+        return None
+    small, medium = (float(v) for v in limits)
+    return [[0.0, 1e10], [0.0, small], [small, medium], [medium, 1e10]]
+
+
 def coco_metrics(gt: COCO, detections: list[dict[str, Any]]) -> dict[str, float | None]:
-    """COCOeval bbox over every ground-truth image; the six paper columns in percent (None for -1)."""
+    """COCOeval bbox over every ground-truth image; the six paper columns in percent (None for -1).
+
+    APs/APm/APl use the dataset's own area limits where its ``info`` states them (:func:`area_ranges`).
+    """
     if not detections:
         return dict.fromkeys(METRICS, 0.0)
     with contextlib.redirect_stdout(io.StringIO()) as text:
         dt = gt.loadRes(detections)
         ev = COCOeval(gt, dt, iouType="bbox")
+        ranges = area_ranges(gt)
+        if ranges is not None:
+            ev.params.areaRng = ranges
         ev.evaluate()
         ev.accumulate()
         ev.summarize()

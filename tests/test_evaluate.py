@@ -72,6 +72,29 @@ def test_perfect_and_empty_detections(tmp_path):
     assert coco_metrics(gt, []) == dict.fromkeys(METRICS, 0.0)
 
 
+def test_dataset_area_limits_replace_cocos(tmp_path):
+    """A dataset that states its own small/medium/large limits (the embedded one) is bucketed by them."""
+    data = write_coco(tmp_path, num_images=3)
+    areas = sorted(a["area"] for a in data["annotations"])
+    limits = [areas[0] + 1.0, areas[-1] - 1.0]  # smallest object is small, largest large, the rest medium
+    data["info"] = {"area_thresholds": limits}
+    path = tmp_path / "annotations" / "instances.json"
+    path.write_text(json.dumps(data))
+    with contextlib.redirect_stdout(io.StringIO()):
+        gt = COCO(str(path))
+    perfect = [{"image_id": a["image_id"], "category_id": a["category_id"], "bbox": a["bbox"], "score": 1.0}
+               for a in data["annotations"]]
+    metrics = coco_metrics(gt, perfect)
+    assert [metrics[m] for m in ("APs", "APm", "APl")] == pytest.approx([100.0] * 3)
+    with contextlib.redirect_stdout(io.StringIO()):
+        ev = COCOeval(gt, gt.loadRes(perfect), "bbox")
+        ev.params.areaRng = [[0, 1e10], [0, limits[0]], limits, [limits[1], 1e10]]
+        ev.evaluate()
+        ev.accumulate()
+        ev.summarize()
+    assert [metrics[m] for m in METRICS] == [s * 100 for s in ev.stats[:6]]
+
+
 def test_unfinished_run_is_refused(tmp_path):
     with pytest.raises(ValueError, match=r"result.json: missing; the run has not finished"):
         evaluate_run(tmp_path, tmp_path / "eval")
