@@ -1,0 +1,48 @@
+"""The study: every table and figure of "Focal Loss for Dense Object Detection" as a target (docs/study.md).
+
+    snakemake --cores all                                   # mini scale, this machine
+    snakemake --cores 2 --configfile config/smoke.yaml      # smoke scale (seconds per job)
+    snakemake --profile slurm --configfile config/paper.yaml   # paper scale on a SLURM GPU cluster
+"""
+
+import os
+import sys
+from pathlib import Path
+
+from snakemake.utils import min_version
+
+min_version("9.0")
+
+sys.path.insert(0, workflow.basedir)
+from workflow.study import (  # noqa: E402
+    ANALYTIC_FIGURES, FIGURES, TABLES, build_study, check_config, load_scale, paths, write_json_atomic,
+    write_yaml_atomic,
+)
+
+
+configfile: os.path.join(workflow.basedir, "config", "config.yaml")
+
+
+config.update(load_scale(config, Path(workflow.basedir) / "config"))
+
+
+check_config(config, Path(workflow.basedir) / "workflow" / "schemas" / "config.schema.yaml")
+
+STUDY = build_study(config)
+P = paths(config)
+
+# Jobs run `python -m retinanet|analysis.*|workflow.scripts.*` from this checkout, wherever the working directory is.
+shell.prefix(f'set -euo pipefail; export PYTHONPATH="{workflow.basedir}${{{{PYTHONPATH:+:$PYTHONPATH}}}}"; ')
+
+
+include: "workflow/rules/common.smk"
+include: "workflow/rules/data.smk"
+include: "workflow/rules/train.smk"
+include: "workflow/rules/analysis.smk"
+
+
+rule all:
+    """Every table and figure of the chosen scale, the manifest and the report."""
+    input:
+        all_targets(),
+    default_target: True

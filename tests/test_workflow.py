@@ -1,0 +1,243 @@
+"""The Snakemake workflow: dry runs at every scale, config errors, lint, and the helper scripts of the rules.
+
+The smoke DAG's end-to-end run (minutes) is `test_smoke_dag_runs_locally`; it runs when the engine and the analysis
+scripts are present. The SLURM runs are in test_slurm.py.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from retinanet.coco_layout import check
+from retinanet.config import DataConfig
+from workflow.scripts import fetch_weights, launch
+from workflow.study import build_study, load_scale
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _env() -> dict[str, str]:
+    env = dict(os.environ)
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
+    return env
+
+
+def snakemake(workdir: Path, *args: str, timeout: int = 120, cwd: Path | None = None) -> subprocess.CompletedProcess:
+    cmd = [sys.executable, "-m", "snakemake", "-s", str(ROOT / "Snakefile"), "-d", str(workdir), "--nolock", *args]
+    return subprocess.run(cmd, cwd=cwd or workdir, capture_output=True, text=True, timeout=timeout, env=_env())
+
+
+def _job_counts(out: str) -> dict[str, int]:
+    """The dry run's 'Job stats' table as {rule: count}."""
+    table = out.split("Job stats:", 1)[1].split("Reasons:", 1)[0]
+    return {m.group(1): int(m.group(2)) for m in re.finditer(r"^(\w+)\s+(\d+)\s*$", table, re.M)}
+
+
+@pytest.mark.parametrize("args", [("--configfile", str(ROOT / "config" / "paper.yaml")), ("--config", "scale=paper")])
+def test_paper_dry_run_lists_every_job_in_under_10_s_without_coco(tmp_path: Path, args):
+    start = time.monotonic()
+    res = snakemake(tmp_path, "-n", *args)
+    wall = time.monotonic() - start
+    assert res.returncode == 0, res.stderr[-3000:]
+    study = build_study(load_scale({"scale": "paper"}, ROOT / "config"))
+    counts = _job_counts(res.stdout + res.stderr)
+    assert counts["train"] == counts["evaluate"] == counts["run_config"] == len(study.runs) == 95
+    assert counts["time"] == 10 and counts["loss_samples"] == 1
+    assert counts["table"] == 8 and counts["figure"] == 6 and counts["report"] == 1
+    assert counts["check_coco"] == 1 and counts["fetch_weights"] == 2 and "make_dataset" not in counts
+    assert not (tmp_path / "data").exists()  # nothing was looked for or written
+    assert wall < 10, f"paper dry run took {wall:.1f} s"
+
+
+@pytest.mark.parametrize("scale", ["mini", "smoke"])
+def test_small_scale_dry_runs_generate_data_and_fetch_nothing(tmp_path: Path, scale):
+    res = snakemake(tmp_path, "-n", "--config", f"scale={scale}")
+    assert res.returncode == 0, res.stderr[-3000:]
+    counts = _job_counts(res.stdout + res.stderr)
+    assert counts["make_dataset"] == 1 and "fetch_weights" not in counts and "check_coco" not in counts
+    assert counts["train"] == len(build_study(load_scale({"scale": scale}, ROOT / "config")).runs)
+
+
+def test_slurm_profile_from_the_repository_root_selects_the_paper_scale(tmp_path: Path):
+    """`--profile slurm` resolves to ./slurm/ (DESIGN.md section 11) and runs the paper scale; a dry run submits
+    nothing."""
+    res = snakemake(tmp_path, "-n", "--profile", "slurm", cwd=ROOT)
+    out = res.stdout + res.stderr
+    assert res.returncode == 0, out[-3000:]
+    assert "Using profiles slurm and workflow specific profile" in out
+    assert _job_counts(out)["train"] == 95
+
+
+def test_default_scale_is_mini(tmp_path: Path):
+    res = snakemake(tmp_path, "-n", "work/mini/study.json")
+    assert res.returncode == 0, res.stderr[-3000:]
+
+
+@pytest.mark.parametrize(("config", "message"), [
+    ("seedz=1", "config smoke: <root>: Additional properties are not allowed ('seedz' was unexpected)"),
+    ("workdir=5", "config smoke: workdir: 5 is not of type 'string'"),
+    ("job_threads=0", "config smoke: job_threads: 0 is less than the minimum of 1"),
+    ("base={solver: {iterationz: 3}}", "config smoke: base: solver.iterationz: unknown config key"),
+    ("scale=huge", "config: scale 'huge' has no file"),
+])
+def test_config_errors_stop_before_any_job_with_one_clear_line(tmp_path: Path, config, message):
+    res = snakemake(tmp_path, "--cores", "1", "--config", "scale=smoke", config)
+    assert res.returncode != 0
+    assert message in res.stderr
+    assert not (tmp_path / "work").exists()
+
+
+def test_lint_is_clean(tmp_path: Path):
+    res = snakemake(tmp_path, "--lint")
+    assert res.returncode == 0, res.stdout[-3000:]
+
+
+# ----- launch.py: one process, or torchrun with one per GPU --------------------------------------------------------
+
+def test_launch_cpu_job_is_one_process_with_the_jobs_threads():
+    cmd, env = launch.command(["train", "--config", "c.yaml"], gpus=8, threads=2, visible=0, python="py")
+    assert cmd == ["py", "-m", "retinanet", "train", "--config", "c.yaml"]
+    assert env == {"OMP_NUM_THREADS": "2", "MKL_NUM_THREADS": "2"}
+
+
+def test_launch_multi_gpu_job_runs_torchrun_with_one_process_per_gpu():
+    cmd, env = launch.command(["train"], gpus=8, threads=32, visible=8, python="py")
+    assert cmd == ["py", "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=8", "-m", "retinanet",
+                   "train"]
+    assert env["OMP_NUM_THREADS"] == "4"
+    assert "--nproc_per_node=2" in launch.command(["train"], gpus=8, threads=32, visible=2, python="py")[0]
+
+
+def test_launch_retires_a_run_folder_of_another_config(tmp_path: Path):
+    from retinanet.config import RunConfig, dump, from_dict
+
+    run, cfg = tmp_path / "run", tmp_path / "run.yaml"
+    run.mkdir()
+    dump(RunConfig(threads=2), run / "config.resolved.yaml")
+    (run / "checkpoints").mkdir()
+    dump(RunConfig(), cfg)
+    args = ["train", "--config", str(cfg), "--out", str(run), "--resume", "auto"]
+    assert launch.retire_stale_run(args) is None  # same run (threads is not part of it): resume
+    dump(from_dict({"solver": {"iterations": 10}}), cfg)
+    assert "moved to" in launch.retire_stale_run(args)
+    assert not run.exists() and (tmp_path / "run.previous" / "checkpoints").is_dir()
+
+
+def test_launch_threads_come_from_the_slurm_allocation_only_inside_slurm():
+    assert launch.job_threads(2, 32, {"SLURM_JOB_ID": "7"}) == 32
+    assert launch.job_threads(2, 32, {}) == 2
+    assert launch.job_threads(2, None, {"SLURM_JOB_ID": "7"}) == 2
+
+
+def test_visible_gpus_is_capped_by_cuda_visible_devices():
+    assert launch.visible_gpus({"CUDA_VISIBLE_DEVICES": ""}) == 0
+
+
+# ----- fetch_weights.py: hash-verified, atomic -----------------------------------------------------------------------
+
+def _published(tmp_path: Path, content: bytes, prefix: str | None = None) -> Path:
+    prefix = prefix or hashlib.sha256(content).hexdigest()[:8]
+    path = tmp_path / "mirror" / f"resnet50-{prefix}.pth"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(content)
+    return path
+
+
+def test_fetch_weights_verifies_the_published_hash_prefix(tmp_path: Path):
+    src = _published(tmp_path, b"weights" * 1000)
+    out = tmp_path / "cache" / "resnet50-imagenet1k-v1.pth"
+    digest = fetch_weights.fetch(src.as_uri(), out)
+    assert out.read_bytes() == src.read_bytes() and digest == hashlib.sha256(src.read_bytes()).hexdigest()
+
+
+def test_fetch_weights_refuses_a_corrupt_file_and_leaves_no_output(tmp_path: Path):
+    src = _published(tmp_path, b"corrupt", prefix="0676ba61")
+    out = tmp_path / "cache" / "resnet50-imagenet1k-v1.pth"
+    assert fetch_weights.main(["--url", src.as_uri(), "--out", str(out)]) == 2
+    assert not out.exists() and not list(out.parent.glob(".*tmp"))
+
+
+def test_fetch_weights_uses_torchvisions_published_urls():
+    url = fetch_weights.published_url(50)
+    assert url.startswith("https://download.pytorch.org/models/resnet50-") and fetch_weights.hash_prefix(url)
+    with pytest.raises(fetch_weights.WeightsError, match="no SHA-256 prefix"):
+        fetch_weights.hash_prefix("https://example.org/resnet50.pth")
+
+
+# ----- check-coco ---------------------------------------------------------------------------------------------------
+
+def _coco(root: Path, train: int, val: int, annotations: bool = True) -> None:
+    for split, n in (("train2017", train), ("val2017", val)):
+        (root / split).mkdir(parents=True)
+        for i in range(n):
+            (root / split / f"{i:012d}.jpg").write_bytes(b"x")
+    if annotations:
+        (root / "annotations").mkdir()
+        for split in ("train2017", "val2017"):
+            (root / "annotations" / f"instances_{split}.json").write_text("{}")
+
+
+def test_check_coco_accepts_a_complete_layout(tmp_path: Path):
+    _coco(tmp_path, 3, 2)
+    report = check(tmp_path, DataConfig(), min_images={"train images": 3, "val images": 2})
+    assert report["ok"] and report["problems"] == [] and report["fix"] == []
+
+
+def test_check_coco_says_what_is_missing_and_how_to_get_it(tmp_path: Path):
+    _coco(tmp_path, 3, 1, annotations=False)
+    report = check(tmp_path, DataConfig(), min_images={"train images": 3, "val images": 2})
+    assert not report["ok"]
+    assert report["problems"] == [
+        f"val images: {tmp_path / 'val2017'} holds 1 images, expected 2 (interrupted unzip?)",
+        f"train annotations: file {tmp_path / 'annotations/instances_train2017.json'} is missing",
+        f"val annotations: file {tmp_path / 'annotations/instances_val2017.json'} is missing"]
+    assert any("zips/val2017.zip" in f for f in report["fix"])
+    assert sum("annotations_trainval2017.zip" in f for f in report["fix"]) == 1
+    assert not any("train2017.zip" in f for f in report["fix"])
+
+
+def test_check_coco_cli_fails_with_one_error_line(tmp_path: Path):
+    res = subprocess.run([sys.executable, "-m", "retinanet", "check-coco", "--root", str(tmp_path / "coco"),
+                          "--out", str(tmp_path / "ok.json")], capture_output=True, text=True, env=_env(), cwd=ROOT)
+    assert res.returncode == 2 and not (tmp_path / "ok.json").exists()
+    (line,) = [x for x in res.stderr.splitlines() if x.startswith("error:")]
+    assert "train2017 is missing" in line and "wget -c http://images.cocodataset.org/zips/train2017.zip" in line
+
+
+# ----- the smoke DAG, end to end --------------------------------------------------------------------------------------
+
+def _pipeline_ready() -> bool:
+    return all((ROOT / p).is_file() for p in ("retinanet/train.py", "retinanet/losses.py", "analysis/report.py"))
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not _pipeline_ready(), reason="the retinanet engine or the analysis scripts are not there yet")
+def test_smoke_dag_runs_locally(tmp_path: Path):
+    """Every rule of the study at smoke scale on 2 cores (< 10 min); then a second run has nothing to do."""
+    start = time.monotonic()
+    res = snakemake(tmp_path, "--cores", "2", "--config", "scale=smoke", timeout=900)
+    wall = time.monotonic() - start
+    assert res.returncode == 0, res.stderr[-5000:]
+    manifest = json.loads((tmp_path / "work/smoke/study.json").read_text())
+    for rid, entry in manifest["runs"].items():
+        result = json.loads((tmp_path / entry["result"]).read_text())
+        assert result["status"] in ("completed", "diverged"), rid
+        metrics = json.loads((tmp_path / entry["metrics"]).read_text())
+        assert 0 <= metrics["AP"] <= 100
+    for table in ("1a", "1b", "1c", "1d", "1e", "2", "3", "5.1"):
+        assert (tmp_path / f"results/smoke/tables/table_{table}.md").stat().st_size > 0
+    for fig in ("fig1", "fig2", "fig4", "fig5", "fig6", "fig7"):
+        assert (tmp_path / f"results/smoke/figures/{fig}.png").stat().st_size > 0
+    assert (tmp_path / "results/smoke/REPORT.md").stat().st_size > 0
+    assert wall < 600, f"smoke DAG took {wall:.0f} s"
+    again = snakemake(tmp_path, "-n", "--config", "scale=smoke")
+    assert "Nothing to be done" in again.stdout + again.stderr

@@ -1,0 +1,160 @@
+# Named input/param functions and path patterns shared by the rules (no lambdas in rules).
+# STUDY (workflow/study.py's Study) and P (its path patterns) are built in the Snakefile.
+
+W = config["workdir"]
+R = config["results"]
+
+
+wildcard_constraints:
+    rid=r"[A-Za-z0-9._-]+",
+    depth=r"\d+",
+    table=r"1a|1b|1c|1d|1e|2|3|5\.1",
+    fig=r"fig\d+",
+
+
+def run_config_content(wildcards):
+    """The run config file's content (resolved RunConfig without runtime fields)."""
+    if wildcards.rid not in STUDY.runs:
+        raise ValueError(f"unknown run {wildcards.rid!r}: not part of the {config['scale']} study")
+    return STUDY.run_config(wildcards.rid)
+
+
+def run_dir(wildcards):
+    return P["run_dir"].format(rid=wildcards.rid)
+
+
+def eval_dir(wildcards):
+    return P["eval_dir"].format(rid=wildcards.rid)
+
+
+def dataset_ready():
+    """What every run's data depends on: the generated dataset folder, or the COCO layout check's report."""
+    if config["dataset"]["source"] == "synthetic":
+        return config["dataset"]["root"]
+    return f"{W}/data/coco-layout.json"
+
+
+def train_inputs(wildcards):
+    """A run's config file, its dataset and (if any) its cached pretrained weights."""
+    inputs = {"config": P["run_config"].format(rid=wildcards.rid), "data": dataset_ready()}
+    pretrained = STUDY.runs[wildcards.rid].model.pretrained
+    if config["weights"]["source"] == "torchvision":
+        inputs["weights"] = pretrained
+    return inputs
+
+
+def train_gpus(wildcards, resources):
+    """GPUs the job was given (profile resource ``gpu``; 0 when unset): torchrun starts one process per GPU."""
+    return int(resources.get("gpu", 0) or 0)
+
+
+def slurm_cpus(wildcards, resources, threads):
+    """CPUs of the SLURM allocation (profile resource ``cpus_per_task``, else the rule's threads). The launcher uses
+    it only inside a SLURM job; a local job uses its Snakemake threads."""
+    return int(resources.get("cpus_per_task", 0) or threads)
+
+
+def _options(mapping):
+    """A config mapping as command-line options: ``{num_images: 2}`` -> ``--num-images 2``."""
+    return " ".join(f"--{k.replace('_', '-')} {v}" for k, v in (mapping or {}).items())
+
+
+def dataset_args(wildcards):
+    """make-dataset options from the scale config (``dataset.args``)."""
+    return _options(config["dataset"].get("args"))
+
+
+def timing_args(wildcards):
+    """`retinanet time` options from the scale config (``timing``)."""
+    return _options(config.get("timing"))
+
+
+def loss_samples_args(wildcards):
+    """`retinanet loss-samples` options from the scale config (``loss_samples``)."""
+    return _options(config.get("loss_samples"))
+
+
+def coco_paths(wildcards):
+    """The data fields every run uses (they are the same for all runs of a scale)."""
+    data = next(iter(STUDY.runs.values())).data
+    return (f"--root {data.root} --train-images {data.train_images} --train-annotations {data.train_annotations} "
+            f"--val-images {data.val_images} --val-annotations {data.val_annotations}")
+
+
+def manifest_content(wildcards):
+    return STUDY.manifest
+
+
+def all_run_outputs(wildcards):
+    """Every metrics, timing and loss-sample file of the study (what the analysis reads through study.json)."""
+    out = [P["metrics"].format(rid=rid) for rid in sorted(STUDY.runs)]
+    out += [P["timing"].format(rid=rid) for rid in STUDY.timed]
+    out += [P["loss_samples"].format(rid=rid) for rid in STUDY.loss_samples]
+    return out
+
+
+def table_outputs():
+    return [f"{R}/tables/table_{t}.{ext}" for t in TABLES for ext in ("csv", "md")]
+
+
+def figure_outputs():
+    return [f"{R}/figures/{f}.{ext}" for f in FIGURES for ext in ("png", "pdf")]
+
+
+def all_targets():
+    return table_outputs() + figure_outputs() + [P["report"], P["manifest"]]
+
+
+def _metrics_files(entries):
+    """metrics.json (and timing.json) paths of manifest rows, including Table 1b's candidates."""
+    out = []
+    for e in entries:
+        for cand in e.get("candidates", [e]):
+            out += list(cand["metrics"].values()) + list(cand.get("timing", {}).values())
+    return out
+
+
+def table_inputs(wildcards):
+    """The manifest and every metrics/timing file its rows for this table point to."""
+    return {"study": P["manifest"], "runs": _metrics_files(STUDY.manifest["tables"][wildcards.table])}
+
+
+def figure_inputs(wildcards):
+    """The files a figure reads through the manifest (none for the analytic figures 1, 5 and 6)."""
+    figs = STUDY.manifest["figures"]
+    if wildcards.fig in ANALYTIC_FIGURES:
+        return {}
+    if wildcards.fig == "fig4":
+        return {"study": P["manifest"], "samples": figs["fig4"]["samples"]}
+    if wildcards.fig == "fig2":
+        return {"study": P["manifest"], "runs": _metrics_files(STUDY.manifest["tables"][figs["fig2"]["table"]])}
+    runs = _metrics_files(figs[wildcards.fig])
+    if wildcards.fig == "fig7":  # FL* points are judged against Table 3's FL run (analysis/fig7.py)
+        runs += _metrics_files(STUDY.manifest["tables"]["3"])
+    return {"study": P["manifest"], "runs": runs}
+
+
+def figure_source(wildcards, input):
+    """``--study study.json`` for figures made from runs; nothing for the analytic ones."""
+    return f"--study {input.study}" if "study" in input.keys() else ""
+
+
+def report_inputs(wildcards):
+    """The report reads every table and figure and, through the manifest, every run's outputs."""
+    return {"study": P["manifest"], "tables": table_outputs(), "figures": figure_outputs(),
+            "runs": all_run_outputs(wildcards)}
+
+
+def output_dir(wildcards, output):
+    """The folder of the rule's first output."""
+    return os.path.dirname(output[0])
+
+
+def write_local(path, log_path, content):
+    """Body of the small local rules: write ``content`` atomically as YAML (.yaml) or JSON, and a one-line log."""
+    if path.endswith(".yaml"):
+        write_yaml_atomic(path, content)
+    else:
+        write_json_atomic(path, content)
+    Path(log_path).parent.mkdir(parents=True, exist_ok=True)
+    Path(log_path).write_text(f"wrote {path}\n")

@@ -1,0 +1,55 @@
+# Data and pretrained weights: prepared once, before (and never inside) the training jobs.
+
+# Only the rules of the scale's data and weights sources are defined, so the DAG holds nothing else.
+if config["dataset"]["source"] == "synthetic":
+
+    rule make_dataset:
+        """mini/smoke: generate the embedded synthetic dataset (COCO format), deterministic from its seed."""
+        output:
+            directory(config["dataset"]["root"]),
+        log:
+            f"{W}/logs/make_dataset.log",
+        benchmark:
+            f"{W}/benchmarks/make_dataset.tsv"
+        params:
+            seed=config["dataset"].get("seed", 0),
+            args=dataset_args,
+        threads: 1
+        conda:
+            "../../environment.yml"
+        shell:
+            "python -m retinanet make-dataset --out {output} --seed {params.seed} {params.args} > {log} 2>&1"
+
+else:
+
+    rule check_coco:
+        """paper: check the COCO 2017 layout under dataset.root; on failure the log says what is missing and how to
+        get it. Nothing is downloaded."""
+        output:
+            f"{W}/data/coco-layout.json",
+        log:
+            f"{W}/logs/check_coco.log",
+        params:
+            paths=coco_paths,
+        localrule: True
+        conda:
+            "../../environment.yml"
+        shell:
+            "python -m retinanet check-coco {params.paths} --out {output} > {log} 2>&1 || {{ cat {log} >&2; exit 2; }}"
+
+
+if config["weights"]["source"] == "torchvision":
+
+    rule fetch_weights:
+        """ImageNet-1k ResNet weights published by torchvision, downloaded once into the cache and verified against the
+        SHA-256 prefix in their published file name. A local rule: it needs the network, GPU jobs never do."""
+        output:
+            f"{config['weights']['cache']}/resnet{{depth}}-imagenet1k-v1.pth",
+        log:
+            f"{config['weights']['cache']}/logs/resnet{{depth}}.log",
+        localrule: True
+        retries: 2
+        conda:
+            "../../environment.yml"
+        shell:
+            "python -m workflow.scripts.fetch_weights --depth {wildcards.depth} --out {output} > {log} 2>&1"

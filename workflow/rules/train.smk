@@ -1,0 +1,100 @@
+# One trained model per run id (run name + seed); evaluation, timing and loss samples read its run folder.
+
+
+rule run_config:
+    """The run's config file: the study's resolved RunConfig for this run (params: a changed config reruns it)."""
+    output:
+        P["run_config"],
+    params:
+        content=run_config_content,
+    log:
+        f"{W}/logs/run_config/{{rid}}.log",
+    localrule: True
+    run:
+        write_local(output[0], log[0], params.content)
+
+
+rule train:
+    """python -m retinanet train; under torchrun with one process per GPU when the job has several GPUs. A
+    requeued or retried job resumes from the run's last checkpoint (--resume auto). result.json is written last."""
+    input:
+        unpack(train_inputs),
+    output:
+        P["result"],
+    log:
+        f"{W}/logs/train/{{rid}}.log",
+    benchmark:
+        f"{W}/benchmarks/train/{{rid}}.tsv"
+    params:
+        run_dir=run_dir,
+        gpus=train_gpus,
+        cpus=slurm_cpus,
+    threads: config["job_threads"]
+    conda:
+        "../../environment.yml"
+    shell:
+        "python -m workflow.scripts.launch --gpus {params.gpus} --threads {threads} --slurm-cpus {params.cpus} -- "
+        "train --config {input.config} --out {params.run_dir} --resume auto > {log} 2>&1"
+
+
+rule evaluate:
+    """COCO evaluation on the validation split: metrics.json (AP in percent; a diverged run gives AP 0)."""
+    input:
+        P["result"],
+    output:
+        P["metrics"],
+    log:
+        f"{W}/logs/evaluate/{{rid}}.log",
+    benchmark:
+        f"{W}/benchmarks/evaluate/{{rid}}.tsv"
+    params:
+        run_dir=run_dir,
+        out_dir=eval_dir,
+    threads: config["job_threads"]
+    conda:
+        "../../environment.yml"
+    shell:
+        "OMP_NUM_THREADS={threads} python -m retinanet evaluate --run {params.run_dir} --out {params.out_dir} "
+        "> {log} 2>&1"
+
+
+rule time:
+    """Table 1e: inference time per image (batch 1) of a trained run."""
+    input:
+        P["result"],
+    output:
+        P["timing"],
+    log:
+        f"{W}/logs/time/{{rid}}.log",
+    benchmark:
+        f"{W}/benchmarks/time/{{rid}}.tsv"
+    params:
+        run_dir=run_dir,
+        options=timing_args,
+    threads: config["job_threads"]
+    conda:
+        "../../environment.yml"
+    shell:
+        "OMP_NUM_THREADS={threads} python -m retinanet time --run {params.run_dir} --out {output} {params.options} "
+        "> {log} 2>&1"
+
+
+rule loss_samples:
+    """Figure 4: classifier outputs of positive and negative anchors of a converged model."""
+    input:
+        P["result"],
+    output:
+        P["loss_samples"],
+    log:
+        f"{W}/logs/loss_samples/{{rid}}.log",
+    benchmark:
+        f"{W}/benchmarks/loss_samples/{{rid}}.tsv"
+    params:
+        run_dir=run_dir,
+        options=loss_samples_args,
+    threads: config["job_threads"]
+    conda:
+        "../../environment.yml"
+    shell:
+        "OMP_NUM_THREADS={threads} python -m retinanet loss-samples --run {params.run_dir} --out {output} "
+        "{params.options} > {log} 2>&1"

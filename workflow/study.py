@@ -1,0 +1,490 @@
+"""The study: which trained models make up each table and figure of the paper, at any scale.
+
+Pure Python, no Snakemake. The Snakefile and the tests import it.
+
+Runs are described in the paper's own terms first: a *paper-unit* run config is :class:`retinanet.config.RunConfig`'s
+defaults (which are the paper's values) plus the few fields a table row changes (Table 1a's alpha = .75 row only
+sets ``loss.gamma = 0`` and ``loss.alpha = 0.75``). A scale then translates it (:func:`resolve`): the paper's
+backbone depth and image scale are mapped through the scale's tables (50 -> 18 at ``mini``), the schedule is
+scaled by the ratio to the paper's 90k iterations, and the scale's ``base`` overrides are applied. The run's name
+is readable and written in paper units (``r50-600-ce-a0.75-s0`` also at ``mini``, where that model is a
+ResNet-18 at 128 px); its identity is its resolved config (:func:`build_study` checks that names and configs are
+one-to-one, so a model shared by several tables is trained once).
+
+Table keys follow the study manifest format of the team contract (numbers as in the paper with Python float repr,
+integers without ``.0``): ``alpha=0.75``, ``gamma=2``, ``scales=3,ratios=3``, ``method=OHEM,batch=128,nms=0.7``,
+``depth=50,scale=600``, ``RetinaNet-101-800``, ``loss=FL*,gamma=2,beta=1``, ``init=zero``.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import json
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from retinanet.config import ConfigError, RunConfig, from_dict, merge, to_dict
+
+PAPER_ITERATIONS = RunConfig().solver.iterations
+"""The paper's 1x schedule (90k iterations); a run's schedule is expressed as a multiple of it."""
+
+RUNTIME_FIELDS = ("threads",)
+"""RunConfig fields that only say how a run executes on the machine at hand. They are not part of a run's identity
+(not written to the run's config file); the workflow sets the job's threads through OMP_NUM_THREADS
+(workflow/scripts/launch.py)."""
+
+OPERATIONAL_FIELDS = (
+    "threads", "device", "data.root", "data.train_images", "data.train_annotations", "data.val_images",
+    "data.val_annotations", "data.num_workers", "model.pretrained", "solver.checkpoint_period", "solver.log_period",
+)
+"""Fields a scale may set without declaring a deviation from the paper: where the data and weights live and how
+the machine runs the job. Everything else a scale changes must be listed in its ``deviations``."""
+
+TABLES = ("1a", "1b", "1c", "1d", "1e", "2", "3", "5.1")
+FIGURES = ("fig1", "fig2", "fig4", "fig5", "fig6", "fig7")
+ANALYTIC_FIGURES = ("fig1", "fig5", "fig6")
+"""Figures computed from the loss formulas alone (no trained model)."""
+
+RATIOS = {1: [1.0], 3: [0.5, 1.0, 2.0]}
+"""Table 1c's '#ar' column: 1 -> the square anchor only; 3 -> {1:2, 1:1, 2:1}."""
+
+
+class StudyError(ConfigError):
+    """The study configuration is inconsistent (one-line message naming the key)."""
+
+
+def fmt(x: float | int) -> str:
+    """A number as the manifest keys and run names write it: ``2.0 -> '2'``, ``0.75 -> '0.75'``, ``1.5 -> '1.5'``."""
+    x = float(x)
+    return str(int(x)) if x.is_integer() else repr(x)
+
+
+# --------------------------------------------------------------------------------------------------------------
+# The study in paper units: table/figure -> rows -> run overrides of RunConfig's paper defaults.
+# --------------------------------------------------------------------------------------------------------------
+
+def focal(gamma: float, alpha: float | None) -> dict:
+    """eq. 5 (gamma = 0: alpha-balanced CE, eq. 3)."""
+    return {"loss": {"cls": "focal", "gamma": float(gamma), "alpha": alpha}}
+
+
+def focal_star(gamma: float, beta: float, alpha: float = 0.25) -> dict:
+    """FL* (appendix A, eq. 7-8); the paper used alpha = .25 in all FL* experiments (Fig. 7 caption text)."""
+    return {"loss": {"cls": "focal_star", "gamma": float(gamma), "beta": float(beta), "alpha": alpha}}
+
+
+def ohem(batch: int, nms: float, pos_fraction: float | None) -> dict:
+    """Table 1d's OHEM baseline: plain CE (gamma 0, no alpha) on a mined minibatch of ``batch`` anchors per image
+    after NMS at ``nms``; ``pos_fraction`` 0.25 is 'OHEM 1:3'."""
+    loss = {"cls": "focal", "gamma": 0.0, "alpha": None, "sampling": "ohem", "ohem_batch": batch,
+            "ohem_nms": float(nms), "ohem_pos_fraction": pos_fraction}
+    return {"loss": loss}
+
+
+def backbone(depth: int, scale: int) -> dict:
+    """ResNet-``depth``-FPN at a ``scale``-pixel shorter side (paper units; the scale maps both)."""
+    return {"model": {"depth": depth}, "data": {"min_size": scale}}
+
+
+def anchors(num_scales: int, num_ratios: int) -> dict:
+    """Table 1c: ``num_scales`` octave scales 2^(k/num_scales) and 1 or 3 aspect ratios."""
+    if num_ratios not in RATIOS:
+        raise StudyError(f"grids.table1c: {num_ratios} aspect ratios is not one of {sorted(RATIOS)}")
+    return {"anchors": {"num_scales": num_scales, "aspect_ratios": RATIOS[num_ratios]}}
+
+
+def _overrides(*parts: dict) -> dict:
+    out: dict = {}
+    for part in parts:
+        out = merge(out, part)
+    return out
+
+
+DEFAULT_FL = focal(2, 0.25)
+"""The paper's default loss: gamma 2, alpha .25 (section 5.1, 'Focal Loss')."""
+CE_BEST = focal(0, 0.75)
+"""Table 1a's best alpha-balanced CE (31.1 AP), which is Table 3's CE row."""
+CE_STANDARD = focal(0, 0.5)
+"""Section 5.1's 'standard CE': alpha = .5 is unweighted CE up to a constant factor; with the prior init it is the
+30.2 AP of both section 5.1 and Table 1a's alpha = .5 row, so those share one model."""
+
+
+@dataclass(frozen=True)
+class Row:
+    """One row of a table (or one point of a figure): its manifest key, its run (paper-unit overrides of
+    RunConfig) and extra fields copied into the manifest (e.g. ``{"alpha": 0.25}``)."""
+
+    key: str
+    overrides: dict
+    fields: dict = dataclasses.field(default_factory=dict)
+
+
+def table_rows(grids: dict) -> dict[str, list[Row] | list[tuple[str, list[Row]]]]:
+    """Every table's rows, from the scale's ``grids`` (paper units).
+
+    Table 1b is a list of ``(key, candidates)``: one candidate run per alpha of the grid; the analysis picks the
+    best alpha per gamma, as the paper did.
+    """
+    t: dict[str, Any] = {}
+    t["1a"] = [Row(f"alpha={fmt(a)}", focal(0, a), {"alpha": a}) for a in grids["table1a_alpha"]]
+    t["1b"] = [(f"gamma={fmt(g)}", [Row(f"gamma={fmt(g)},alpha={fmt(a)}", focal(g, a), {"gamma": g, "alpha": a})
+                                    for a in grids["table1b_alpha"]]) for g in grids["table1b_gamma"]]
+    t["1c"] = [Row(f"scales={s},ratios={r}", anchors(s, r), {"scales": s, "ratios": r})
+               for s, r in grids["table1c"]]
+    deep = grids["deep_depth"]
+    abl = grids["ablation_scale"]
+    t["1d"] = [Row(f"method=OHEM,batch={b},nms={fmt(n)}", _overrides(backbone(deep, abl), ohem(b, n, None)),
+                   {"method": "OHEM", "batch": b, "nms": n})
+               for n in grids["table1d_ohem_nms"] for b in grids["table1d_batch"]]
+    t["1d"] += [Row(f"method=OHEM 1:3,batch={b},nms={fmt(n)}", _overrides(backbone(deep, abl), ohem(b, n, 0.25)),
+                    {"method": "OHEM 1:3", "batch": b, "nms": n})
+                for n in grids["table1d_ohem13_nms"] for b in grids["table1d_batch"]]
+    t["1d"].append(Row("method=FL", _overrides(backbone(deep, abl), DEFAULT_FL), {"method": "FL"}))
+    t["1e"] = [Row(f"depth={d},scale={s}", _overrides(backbone(d, s), DEFAULT_FL), {"depth": d, "scale": s})
+               for d in grids["table1e_depth"] for s in grids["table1e_scale"]]
+    big = max(grids["table1e_scale"])
+    t["2"] = [Row(f"RetinaNet-{deep}-{big}", _overrides(backbone(deep, big), DEFAULT_FL,
+                                                         {"data": {"train_min_sizes": "jitter"}},
+                                                         {"solver": {"schedule": grids["long_schedule"]}}),
+                  {"depth": deep, "scale": big, "jitter": True, "schedule": grids["long_schedule"]})]
+    t["3"] = [Row("loss=CE", CE_BEST, {"loss": "CE"}),
+              Row("loss=FL,gamma=2", DEFAULT_FL, {"loss": "FL", "gamma": 2})]
+    t["3"] += [Row(f"loss=FL*,gamma={fmt(g)},beta={fmt(b)}", focal_star(g, b), {"loss": "FL*", "gamma": g, "beta": b})
+               for g, b in ((2, 1), (4, 0))]
+    t["5.1"] = [Row("init=zero", _overrides(CE_STANDARD, {"model": {"cls_bias_init": "zero"}}), {"init": "zero"}),
+                Row("init=prior", CE_STANDARD, {"init": "prior"})]
+    return t
+
+
+def figure_rows(grids: dict) -> dict[str, Any]:
+    """Figures that need trained models: Fig. 4 (one model) and Fig. 7 (the FL* gamma x beta grid)."""
+    fig4 = Row("fig4", _overrides(backbone(grids["deep_depth"], grids["ablation_scale"]), DEFAULT_FL))
+    fig7 = [Row(f"gamma={fmt(g)},beta={fmt(b)}", focal_star(g, b), {"gamma": g, "beta": b})
+            for g in grids["fig7_gamma"] for b in grids["fig7_beta"]]
+    return {"fig4": fig4, "fig7": fig7}
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Scale translation: paper-unit overrides -> the scale's RunConfig.
+# --------------------------------------------------------------------------------------------------------------
+
+def _split(overrides: dict) -> tuple[dict, float, bool]:
+    """Row overrides -> (validated paper-unit config dict, schedule multiple of 90k, scale jitter on/off).
+
+    Two row fields are not RunConfig fields: ``solver.schedule`` (a multiple of the paper's 1x schedule) and
+    ``data.train_min_sizes: jitter`` (the scale's jitter list); each scale translates them."""
+    row = copy.deepcopy(overrides)
+    schedule = float(row.get("solver", {}).pop("schedule", 1.0))
+    jitter = row.get("data", {}).pop("train_min_sizes", None) == "jitter"
+    return to_dict(from_dict(row)), schedule, jitter
+
+
+def _lookup(table: list[dict], value: Any, where: str) -> dict:
+    for entry in table:
+        if entry["paper"] == value:
+            return entry
+    raise StudyError(f"{where}: no entry for paper value {value!r} (have {[e['paper'] for e in table]})")
+
+
+def resolve(scale: dict, overrides: dict, seed: int) -> RunConfig:
+    """The scale's run config for one row's paper-unit ``overrides`` and ``seed``.
+
+    Order: RunConfig's paper defaults <- row overrides (paper units) <- the scale's ``base`` <- mapped fields
+    (depth, image scale and max size, scale jitter, OHEM batch, iterations = base iterations x schedule multiple,
+    pretrained weights per depth). Raises StudyError/ConfigError naming the key for anything invalid.
+    """
+    paper, schedule, jitter = _split(overrides)
+    cfg = merge(paper, scale.get("base") or {})
+    maps = scale["maps"]
+    depth = _lookup(maps["depth"], paper["model"]["depth"], "maps.depth")
+    cfg["model"]["depth"] = depth["ours"]
+    image = _lookup(maps["image_scale"], paper["data"]["min_size"], "maps.image_scale")
+    cfg["data"]["min_size"], cfg["data"]["max_size"] = image["min_size"], image["max_size"]
+    cfg["data"]["train_min_sizes"] = list(maps["jitter"]) if jitter else None
+    if paper["loss"]["sampling"] == "ohem":
+        cfg["loss"]["ohem_batch"] = _lookup(maps["ohem_batch"], paper["loss"]["ohem_batch"],
+                                            "maps.ohem_batch")["ours"]
+    base_iters = cfg["solver"]["iterations"]
+    cfg["solver"]["iterations"] = max(1, round(base_iters * schedule))
+    weights = scale["weights"]
+    if weights["source"] == "torchvision":
+        cfg["model"]["pretrained"] = weights_path(scale, depth["ours"])
+    elif weights["source"] == "none":
+        cfg["model"]["pretrained"] = "none"
+    cfg["data"]["root"] = scale["dataset"]["root"]
+    cfg["seed"] = seed
+    return from_dict(cfg, source=f"config {scale['scale']}")
+
+
+def weights_path(scale: dict, depth: int) -> str:
+    """Where the workflow caches torchvision's ImageNet ResNet-``depth`` weights (file name keeps the hash)."""
+    return str(Path(scale["weights"]["cache"]) / f"resnet{depth}-imagenet1k-v1.pth")
+
+
+def paper_units(overrides: dict) -> dict:
+    """The row's run config in paper units (no scale applied), as plain dicts, plus the schedule multiple and the
+    jitter flag under ``solver.schedule`` / ``data.jitter``: what the run's name is made of."""
+    paper, schedule, jitter = _split(overrides)
+    paper["solver"]["schedule"] = schedule
+    paper["data"]["jitter"] = jitter
+    return paper
+
+
+def run_name(overrides: dict) -> str:
+    """Readable name in paper units, e.g. ``r50-600-fl-g2-a0.25``, ``r101-600-ohem13-b128-n0.5``,
+    ``r50-600-fls-g2-b1-a0.25``, ``r50-600-fl-g2-a0.25-sc1-ar1``, ``r50-600-ce-a0.5-zinit``,
+    ``r101-800-fl-g2-a0.25-jit-1.5x``. The seed suffix (``-s0``) is added by :func:`run_id`."""
+    p = paper_units(overrides)
+    loss = p["loss"]
+    alpha = f"-a{fmt(loss['alpha'])}" if loss["alpha"] is not None else ""
+    if loss["sampling"] == "ohem":
+        kind = "ohem13" if loss["ohem_pos_fraction"] == 0.25 else "ohem"
+        if loss["ohem_pos_fraction"] not in (None, 0.25):
+            kind = f"ohem-pf{fmt(loss['ohem_pos_fraction'])}"
+        tag = f"{kind}-b{loss['ohem_batch']}-n{fmt(loss['ohem_nms'])}"
+        tag += f"-g{fmt(loss['gamma'])}" if loss["gamma"] else ""
+        tag += alpha
+    elif loss["cls"] == "focal_star":
+        tag = f"fls-g{fmt(loss['gamma'])}-b{fmt(loss['beta'])}{alpha}"
+    elif loss["gamma"] == 0:
+        tag = f"ce{alpha}"
+    else:
+        tag = f"fl-g{fmt(loss['gamma'])}{alpha}"
+    parts = [f"r{p['model']['depth']}-{p['data']['min_size']}", tag]
+    n_sc, n_ar = p["anchors"]["num_scales"], len(p["anchors"]["aspect_ratios"])
+    default_anchors = RunConfig().anchors
+    if (n_sc, p["anchors"]["aspect_ratios"]) != (default_anchors.num_scales, default_anchors.aspect_ratios):
+        parts.append(f"sc{n_sc}-ar{n_ar}")
+    if p["model"]["cls_bias_init"] != RunConfig().model.cls_bias_init:
+        parts.append(f"{p['model']['cls_bias_init'][0]}init")
+    if p["data"]["jitter"]:
+        parts.append("jit")
+    if p["solver"]["schedule"] != 1.0:
+        parts.append(f"{fmt(p['solver']['schedule'])}x")
+    return "-".join(parts)
+
+
+def run_id(name: str, seed: int) -> str:
+    """A run directory's name: the run's name plus its seed (``r50-600-fl-g2-a0.25-s0``)."""
+    return f"{name}-s{seed}"
+
+
+# --------------------------------------------------------------------------------------------------------------
+# The study: every run with its resolved config, and the manifest.
+# --------------------------------------------------------------------------------------------------------------
+
+@dataclass
+class Study:
+    """All runs of one scale and the manifest that maps tables/figures to them.
+
+    ``runs``: run id (name + seed) -> resolved RunConfig (without runtime fields).
+    ``timed``: run ids whose inference time is measured (Table 1e). ``loss_samples``: run ids sampled for Fig. 4.
+    ``manifest``: the study.json content (paths relative to the working directory).
+    """
+
+    scale: dict
+    runs: dict[str, RunConfig]
+    timed: list[str]
+    loss_samples: list[str]
+    manifest: dict
+
+    def run_config(self, rid: str) -> dict:
+        """The config file content for run ``rid`` (runtime fields dropped)."""
+        d = to_dict(self.runs[rid])
+        for key in RUNTIME_FIELDS:
+            d.pop(key, None)
+        return d
+
+
+def paths(scale: dict) -> dict[str, str]:
+    """Path patterns of every file the study produces, relative to the working directory. ``{rid}`` is a run id."""
+    w = scale["workdir"]
+    r = scale["results"]
+    return {
+        "run_config": f"{w}/configs/{{rid}}.yaml",
+        "run_dir": f"{w}/runs/{{rid}}",
+        "result": f"{w}/runs/{{rid}}/result.json",
+        "eval_dir": f"{w}/eval/{{rid}}",
+        "metrics": f"{w}/eval/{{rid}}/metrics.json",
+        "timing": f"{w}/timing/{{rid}}.json",
+        "loss_samples": f"{w}/loss_samples/{{rid}}.npz",
+        "manifest": f"{w}/study.json",
+        "table": f"{r}/tables/table_{{table}}",
+        "figure": f"{r}/figures/{{fig}}",
+        "report": f"{r}/REPORT.md",
+    }
+
+
+def seeds_for(scale: dict, table: str, key: str | None = None) -> list[int]:
+    """Seeds of one table (or of one of its rows): the headline seeds for tables/rows listed as headline, else the
+    sweep seeds."""
+    s = scale["seeds"]
+    headline = table in s.get("headline_tables", []) or key in s.get("headline_rows", {}).get(table, [])
+    return list(s["headline"] if headline else s["sweep"])
+
+
+def build_study(scale: dict) -> Study:
+    """Expand a scale config into its runs and manifest. Raises StudyError if two rows give one run name with
+    different configs, or two names the same config."""
+    grids = scale["grids"]
+    p = paths(scale)
+    from_dict(scale.get("base") or {}, source=f"config {scale['scale']}: base")  # a typo there names `base`
+    runs: dict[str, RunConfig] = {}
+    origin: dict[str, str] = {}
+
+    def add(row: Row, seed: int, where: str) -> str:
+        try:
+            name = run_name(row.overrides)
+            cfg = resolve(scale, row.overrides, seed)
+        except ConfigError as exc:
+            raise StudyError(f"{where}: {exc}") from None
+        rid = run_id(name, seed)
+        if rid in runs and runs[rid] != cfg:
+            raise StudyError(f"{where}: run {rid} is also {origin[rid]} with a different config")
+        runs.setdefault(rid, cfg)
+        origin.setdefault(rid, where)
+        return name
+
+    def entry(table: str, row: Row) -> dict:
+        seeds = seeds_for(scale, table, row.key)
+        name = ""
+        for seed in seeds:
+            name = add(row, seed, f"table {table} row {row.key}")
+        return {"key": row.key, **row.fields, "run": name, "seeds": seeds,
+                "metrics": {str(s): p["metrics"].format(rid=run_id(name, s)) for s in seeds}}
+
+    tables: dict[str, list] = {}
+    timed: list[str] = []
+    for table, rows in table_rows(grids).items():
+        if table == "1b":
+            tables[table] = [{"key": key, "candidates": [entry(table, c) for c in cands]} for key, cands in rows]
+            continue
+        tables[table] = [entry(table, row) for row in rows]
+        if table == "1e":
+            for e in tables[table]:
+                e["timing"] = {str(s): p["timing"].format(rid=run_id(e["run"], s)) for s in e["seeds"]}
+                timed += [run_id(e["run"], s) for s in e["seeds"]]
+
+    figs = figure_rows(grids)
+    fig4_seed = scale["seeds"]["headline"][0]
+    fig4_name = add(figs["fig4"], fig4_seed, "figure 4")
+    fig4_rid = run_id(fig4_name, fig4_seed)
+    figures = {
+        "fig4": {"run": fig4_name, "seed": fig4_seed, "samples": p["loss_samples"].format(rid=fig4_rid),
+                 "metrics": p["metrics"].format(rid=fig4_rid)},
+        "fig7": [entry("fig7", row) for row in figs["fig7"]],
+        "fig2": {"table": "1e"},
+    }
+    for fig in ANALYTIC_FIGURES:
+        figures[fig] = {"analytic": True}
+
+    by_config: dict[str, str] = {}
+    for rid, cfg in runs.items():
+        blob = json.dumps(to_dict(cfg), sort_keys=True)
+        if blob in by_config:
+            raise StudyError(f"runs {by_config[blob]} and {rid} have the same config under two names")
+        by_config[blob] = rid
+
+    manifest = {
+        "scale": scale["scale"],
+        "seeds": sorted({s for k in ("headline", "sweep") for s in scale["seeds"][k]}),
+        "seed_sets": {"headline": scale["seeds"]["headline"], "sweep": scale["seeds"]["sweep"]},
+        "deviations": scale.get("deviations", []),
+        "hardware": scale.get("hardware"),
+        "runs": {rid: {"dir": p["run_dir"].format(rid=rid), "config": p["run_config"].format(rid=rid),
+                       "result": p["result"].format(rid=rid), "metrics": p["metrics"].format(rid=rid)}
+                 for rid in sorted(runs)},
+        "tables": tables,
+        "figures": figures,
+    }
+    return Study(scale=scale, runs=runs, timed=sorted(set(timed)), loss_samples=[fig4_rid], manifest=manifest)
+
+
+def undeclared_overrides(scale: dict) -> list[str]:
+    """Fields the scale's ``base`` changes from the paper without a ``deviations`` entry (operational fields
+    excepted). A scale with an empty list is honest about what it changes."""
+    declared = {d["field"] for d in scale.get("deviations", [])}
+    paper = to_dict(RunConfig())
+    out = []
+
+    def walk(over: dict, ref: dict, prefix: str) -> None:
+        for key, value in over.items():
+            path = f"{prefix}{key}"
+            if isinstance(value, dict) and isinstance(ref.get(key), dict):
+                walk(value, ref[key], path + ".")
+            elif path not in OPERATIONAL_FIELDS and value != ref.get(key) and path not in declared:
+                out.append(path)
+
+    walk(scale.get("base") or {}, paper, "")
+    maps = scale["maps"]
+    identity = {
+        "model.depth": all(e["paper"] == e["ours"] for e in maps["depth"]),
+        "data.min_size": all(e["paper"] == e["min_size"] for e in maps["image_scale"]),
+        "loss.ohem_batch": all(e["paper"] == e["ours"] for e in maps["ohem_batch"]),
+    }
+    out += [f for f, same in identity.items() if not same and f not in declared]
+    return out
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Scale config files.
+# --------------------------------------------------------------------------------------------------------------
+
+def load_scale(config: dict, config_dir: str | Path) -> dict:
+    """The full scale config: ``config_dir/<config['scale']>.yaml`` with ``config``'s keys merged over it.
+
+    This is how both ``--configfile config/paper.yaml`` (a complete file) and ``--config scale=paper`` (one key)
+    select a scale; any other key given on the command line or in a user config file overrides the scale's value.
+    """
+    name = config.get("scale")
+    if not name:
+        raise StudyError("config: 'scale' is missing (one of the files in config/: paper, mini, smoke)")
+    path = Path(config_dir) / f"{name}.yaml"
+    if not path.is_file():
+        have = sorted(p.stem for p in Path(config_dir).glob("*.yaml") if p.stem != "config")
+        raise StudyError(f"config: scale {name!r} has no file {path} (have: {', '.join(have)})")
+    base = yaml.safe_load(path.read_text()) or {}
+    return merge(base, config)
+
+
+def check_config(config: dict, schema_path: str | Path) -> None:
+    """Validate the merged scale config against the JSON schema; raise StudyError with one line naming the key."""
+    import jsonschema
+
+    schema = yaml.safe_load(Path(schema_path).read_text())
+    error = jsonschema.exceptions.best_match(jsonschema.Draft202012Validator(schema).iter_errors(config))
+    if error is None:
+        return
+    where = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in error.absolute_path).lstrip(".")
+    message = error.message
+    if error.validator == "additionalProperties":
+        allowed = sorted(error.schema.get("properties", {}))
+        message += f" (allowed: {', '.join(allowed)})"
+    raise StudyError(f"config {config.get('scale', '?')}: {where or '<root>'}: {message}")
+
+
+def write_json_atomic(path: str | Path, data: Any) -> None:
+    """Write ``data`` as JSON to a temp file next to ``path`` and rename it into place."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    with os.fdopen(fd, "w") as f:
+        json.dump(data, f, indent=1, sort_keys=False)
+        f.write("\n")
+    os.replace(tmp, path)
+
+
+def write_yaml_atomic(path: str | Path, data: Any) -> None:
+    """Write ``data`` as YAML atomically (temp file + rename)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    with os.fdopen(fd, "w") as f:
+        yaml.safe_dump(data, f, sort_keys=False)
+    os.replace(tmp, path)
