@@ -22,6 +22,7 @@ COMMANDS = (
     "retinanet.loss_samples",
     "retinanet.coco_layout",
     "retinanet.synthetic",
+    "retinanet.anchor_stats",
     # registration point: append a module that defines add_command(subparsers)
 )
 
