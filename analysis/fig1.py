@@ -32,14 +32,9 @@ def make_figure() -> Figure:
 
 
 def main(argv: list[str] | None = None) -> int:
-    import argparse
+    from analysis.cli import analytic_figure_main
 
-    from analysis.cli import run_cli
-    from analysis.outputs import save_figure
-
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--out", nargs="+", required=True, help="output files (.png, .pdf)")
-    return run_cli(parser, lambda args: save_figure(make_figure(), args.out), argv)
+    return analytic_figure_main(make_figure, __doc__, argv)
 
 
 if __name__ == "__main__":
