@@ -324,6 +324,12 @@ def _validate(cfg: RunConfig, source: str | None) -> None:
         raise ConfigError(f"{_where('anchors.aspect_ratios', source)}: must not be empty")
     if any(s <= 0 for s in cfg.anchors.sizes + cfg.anchors.aspect_ratios):
         raise ConfigError(f"{_where('anchors', source)}: sizes and aspect ratios must be positive")
+    if cfg.model.pretrained == "none" and cfg.model.norm == "frozen_bn":
+        raise ConfigError(f"{_where('model.norm', source)}: frozen_bn with model.pretrained none freezes the "
+                          "statistics of a random init (no normalization at all); use bn or gn")
+    if cfg.model.pretrained == "none" and cfg.model.freeze_at > 0:
+        raise ConfigError(f"{_where('model.freeze_at', source)}: {cfg.model.freeze_at} with model.pretrained none "
+                          "freezes randomly initialized layers; use 0")
     if cfg.loss.cls == "focal_star" and cfg.loss.gamma <= 0:
         raise ConfigError(f"{_where('loss.gamma', source)}: FL* needs gamma > 0 (eq. 8 divides by gamma)")
     if sorted(cfg.solver.steps) != cfg.solver.steps or any(not 0 < s <= 1 for s in cfg.solver.steps):

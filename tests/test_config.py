@@ -41,6 +41,8 @@ def test_round_trip_through_yaml(tmp_path):
         ({"solver": {"steps": [0.9, 0.5]}}, "solver.steps: must be increasing"),
         ({"loss": {"cls": "focal_star", "gamma": 0}}, "loss.gamma: FL\\* needs gamma > 0"),
         ({"loss": 3}, "loss: expected a mapping"),
+        ({"model": {"pretrained": "none"}}, "model.norm: frozen_bn with model.pretrained none"),
+        ({"model": {"pretrained": "none", "norm": "bn"}}, "model.freeze_at: 2 with model.pretrained none"),
     ],
 )
 def test_bad_values_name_the_field(data, message):
