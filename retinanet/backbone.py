@@ -58,6 +58,22 @@ def load_state_dict_file(path: str | Path, field: str = "model.pretrained") -> d
     return state
 
 
+class ChannelsLastMaxPool2d(nn.MaxPool2d):
+    """``nn.MaxPool2d`` that pools NCHW CPU tensors in channels-last layout: bit-identical output (a max is exact),
+    ~10x faster on CPU, where ATen's NCHW max-pool kernel is slow (the ResNet stem's 3x3/s2 pool was ~7% of a
+    mini training step). The result is returned in the input's layout.
+    """
+
+    def forward(self, x: Tensor) -> Tensor:
+        if x.device.type != "cpu" or x.dim() != 4 or not x.is_contiguous():
+            return super().forward(x)
+        return super().forward(x.contiguous(memory_format=torch.channels_last)).contiguous()
+
+    @classmethod
+    def like(cls, pool: nn.MaxPool2d) -> ChannelsLastMaxPool2d:
+        return cls(pool.kernel_size, pool.stride, pool.padding, pool.dilation, pool.return_indices, pool.ceil_mode)
+
+
 class ResNetFPN(nn.Module):
     """ResNet-{18,34,50,101} body with an FPN head.
 
@@ -70,6 +86,7 @@ class ResNetFPN(nn.Module):
             raise ConfigError(f"model.depth: {cfg.depth} is not one of {sorted(STAGE_CHANNELS)}")
         body = torchvision.models.get_model(f"resnet{cfg.depth}", weights=None, norm_layer=_norm_layer(cfg.norm))
         del body.fc, body.avgpool
+        body.maxpool = ChannelsLastMaxPool2d.like(body.maxpool)
         self.body = body
         self._load_pretrained(cfg)
         self._freeze(cfg.freeze_at)

@@ -11,6 +11,7 @@ from collections.abc import Callable
 
 import torch
 from torch import Tensor, nn
+from torch.nn.utils.rnn import pad_sequence
 from torchvision.ops import box_iou
 
 from retinanet import boxes as box_ops
@@ -86,14 +87,16 @@ class RetinaNet(nn.Module):
         """
         n = len(targets)
         m = max((len(t["boxes"]) for t in targets), default=0)
-        gt_boxes = anchors.new_zeros(n, m, 4)
-        gt_labels = torch.zeros(n, m, dtype=torch.long, device=anchors.device)
-        valid = torch.zeros(n, m, dtype=torch.bool, device=anchors.device)
-        for i, t in enumerate(targets):  # M is small; this only packs the targets
-            j = len(t["boxes"])
-            gt_boxes[i, :j] = t["boxes"].to(anchors)
-            gt_labels[i, :j] = t["labels"]
-            valid[i, :j] = True
+        if m == 0:
+            gt_boxes = anchors.new_zeros(n, 0, 4)
+            gt_labels = torch.zeros(n, 0, dtype=torch.long, device=anchors.device)
+            valid = torch.zeros(n, 0, dtype=torch.bool, device=anchors.device)
+        else:  # pack the targets into [N, M] (no per-image slice assignments)
+            gt_boxes = pad_sequence([t["boxes"].to(anchors) for t in targets], batch_first=True)
+            gt_labels = pad_sequence([t["labels"].long() for t in targets], batch_first=True).to(anchors.device)
+            # built on the device (no host-to-device copy, which would wait for the queued work on a GPU)
+            valid = pad_sequence([torch.ones(len(t["boxes"]), dtype=torch.bool, device=anchors.device)
+                                  for t in targets], batch_first=True)
         iou = box_iou(gt_boxes.reshape(-1, 4), anchors).reshape(n, m, anchors.shape[0])
         matched = match(iou, valid, fg_iou=self.matcher.fg_iou, bg_iou=self.matcher.bg_iou,
                         low_quality=self.matcher.low_quality)
@@ -123,6 +126,12 @@ class RetinaNet(nn.Module):
             ``loss_cls``, ``loss_box`` (scalars; their sum is the training loss) and ``num_fg`` (fg anchors).
         """
         logits, deltas, anchors, _ = self.dense(images)
+        return self.losses_from_outputs(logits, deltas, anchors, targets)
+
+    def losses_from_outputs(self, logits: Tensor, deltas: Tensor, anchors: Tensor, targets: Targets
+                            ) -> dict[str, Tensor]:
+        """:meth:`losses` given the head outputs ``logits [N, R, K]``, ``deltas [N, R, 4]`` and ``anchors [R, 4]``
+        (matching, targets and both losses, all images at once)."""
         matched, gt_boxes, gt_labels = self.assign(anchors, targets)
         fg = matched >= 0
         cls_targets = torch.zeros_like(logits, dtype=torch.float32)

@@ -127,3 +127,14 @@ def test_predict_and_anchor_outputs_shapes():
     assert out["logits"].shape == (2, r, 3) and out["labels"].shape == (2, r)
     assert set(out["labels"][0].unique().tolist()) <= {-2, -1, 0, 2}
     assert (out["labels"][1] == -1).all()
+
+
+def test_channels_last_max_pool_is_bit_identical_to_nchw():
+    from torch import nn
+
+    from retinanet.backbone import ChannelsLastMaxPool2d
+
+    x = torch.randn(2, 8, 33, 40)
+    ref = nn.MaxPool2d(3, 2, 1)
+    out = ChannelsLastMaxPool2d.like(ref)(x)
+    assert torch.equal(out, ref(x)) and out.is_contiguous()

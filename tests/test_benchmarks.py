@@ -1,0 +1,124 @@
+"""The benchmark harness itself (no timings): the peer computes what ours computes, with the same weights."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from benchmarks import detector, focal, harness, run, study
+from benchmarks.peer import PassThroughTransform, peer_state_dict
+
+TINY = detector.Setting(name="tiny", depth=18, fpn_channels=32, head_convs=2, num_classes=3, image_size=64, batch=2)
+
+
+@pytest.fixture(scope="module")
+def pair():
+    ours, peer, cfg = detector.build_pair(TINY)
+    images, targets = detector.make_batch(TINY)
+    return ours, peer, cfg, images, targets
+
+
+def test_peer_has_our_weights_and_frozen_layers(pair) -> None:
+    ours, peer, *_ = pair
+    assert isinstance(peer.transform, PassThroughTransform)
+    mapped = peer_state_dict(ours, TINY.head_convs)
+    peer_state = peer.state_dict()
+    assert set(mapped) == set(peer_state)
+    for key, value in mapped.items():
+        assert torch.equal(value, peer_state[key]), key
+    assert [p.requires_grad for p in ours.parameters()] == [p.requires_grad for p in peer.parameters()]
+    assert len(peer.head.classification_head.conv) == TINY.head_convs
+
+
+def test_same_anchors_and_head_outputs(pair) -> None:
+    ours, peer, _, images, _ = pair
+    with torch.no_grad():
+        features = ours.backbone(images)
+        peer_features = list(peer.backbone(images).values())
+        for a, b in zip(features, peer_features, strict=True):
+            torch.testing.assert_close(a, b, rtol=0, atol=0)
+        logits, deltas = ours.head(features)
+        out = peer.head(peer_features)
+    torch.testing.assert_close(out["cls_logits"], logits, rtol=0, atol=0)
+    torch.testing.assert_close(out["bbox_regression"], deltas, rtol=0, atol=0)
+    shapes = [tuple(f.shape[-2:]) for f in features]
+    image_list = PassThroughTransform()(images)[0]
+    peer_anchors = peer.anchor_generator(image_list, features)
+    assert len(peer_anchors) == images.shape[0]
+    torch.testing.assert_close(peer_anchors[0], ours.anchors(shapes), rtol=0, atol=1e-4)
+
+
+def test_same_training_losses_and_gradients(pair) -> None:
+    ours, peer, _, images, targets = pair
+    ours.train()
+    peer.train()
+    ours.zero_grad()
+    peer.zero_grad()
+    lo = ours(images, targets)
+    lp = peer(images, targets)
+    torch.testing.assert_close(lo["loss_cls"], lp["classification"], rtol=1e-5, atol=1e-7)
+    torch.testing.assert_close(lo["loss_box"], lp["bbox_regression"], rtol=1e-5, atol=1e-7)
+    (lo["loss_cls"] + lo["loss_box"]).backward()
+    (lp["classification"] + lp["bbox_regression"]).backward()
+    for p, q in zip(ours.parameters(), peer.parameters(), strict=True):
+        if p.requires_grad:
+            torch.testing.assert_close(p.grad, q.grad, rtol=1e-4, atol=1e-6)
+
+
+def test_same_detections(pair) -> None:
+    ours, peer, _, images, _ = pair
+    detector.dense_scores(ours, peer)
+    run_peer, run_ours = detector.infer_calls(ours, peer, images[:1])
+    got, ref = run_ours()[0], run_peer()[0]
+    assert 0 < len(got["scores"]) <= 100
+    torch.testing.assert_close(got["scores"], ref["scores"], rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(got["boxes"], ref["boxes"], rtol=1e-5, atol=1e-3)
+    assert torch.equal(got["labels"], ref["labels"])
+
+
+def test_loss_part_calls_run_both(pair) -> None:
+    ours, peer, _, images, targets = pair
+    run_peer, run_ours = detector.loss_calls(ours, peer, images, targets)
+    run_peer()
+    run_ours()
+
+
+def test_focal_values_equal() -> None:
+    v = focal.compare_values(2000, 80)
+    assert v["loss_rel_diff"] < 1e-5
+    assert v["grad_max_abs_diff"] < 1e-5 * v["grad_max_abs"]
+
+
+def test_interleaved_alternates_order() -> None:
+    calls: list[str] = []
+    t = harness.interleaved(lambda: calls.append("p"), lambda: calls.append("o"), warmup=1, repeats=3)
+    assert calls == ["p", "o", "p", "o", "o", "p", "p", "o"]
+    assert len(t.peer) == len(t.ours) == 3
+    assert harness.Timing([2.0, 4.0, 6.0], [1.0, 1.0, 2.0]).ratio == 4.0
+
+
+def test_write_doc_replaces_only_the_block(tmp_path) -> None:
+    doc = tmp_path / "b.md"
+    doc.write_text(f"# B\n\nprose before\n\n{run.BEGIN}\nold\n{run.END}\n\nprose after\n")
+    run.write_doc(doc, "new table\n")
+    assert doc.read_text() == f"# B\n\nprose before\n\n{run.BEGIN}\nnew table\n{run.END}\n\nprose after\n"
+
+
+def test_study_wall_time_sums_benchmark_files(tmp_path) -> None:
+    assert study.study_wall_time(tmp_path / "missing") is None
+    (tmp_path / "train").mkdir()
+    header = "s\th:m:s\tmax_rss\n"
+    (tmp_path / "train" / "a.tsv").write_text(header + "10.5\t0:00:10\t1\n")
+    (tmp_path / "train" / "b.tsv").write_text(header + "4.5\t0:00:04\t1\n")
+    (tmp_path / "make_dataset.tsv").write_text(header + "5\t0:00:05\t1\n")
+    wall = study.study_wall_time(tmp_path)
+    assert wall == {"train": 15.0, "make_dataset": 5.0, "total": 20.0, "jobs": 3.0}
+
+
+def test_ap_row_reads_run_outputs(tmp_path) -> None:
+    assert run._ap_row(None).verdict.startswith("not measured")
+    for name, ap in (("fp32", 20.0), ("bf16", 19.5)):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "metrics.json").write_text(f'{{"AP": {ap}}}')
+    row = run._ap_row(tmp_path)
+    assert row.ratio == "-0.50 AP"
