@@ -64,4 +64,4 @@ rule report:
     conda:
         "../../environment.yml"
     shell:
-        "python -m analysis.report --study {input.study} --out {output} > {log} 2>&1"
+        "python -m analysis.report --study {input.study} --out {output} --wall {input.wall} > {log} 2>&1"

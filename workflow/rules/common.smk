@@ -139,10 +139,16 @@ def figure_source(wildcards, input):
     return f"--study {input.study}" if "study" in input.keys() else ""
 
 
+def benchmark_files():
+    """Snakemake's benchmark records (wall seconds per job) of every training and evaluation job."""
+    return [f"{W}/benchmarks/{stage}/{rid}.tsv" for stage in ("train", "evaluate") for rid in sorted(STUDY.runs)]
+
+
 def report_inputs(wildcards):
-    """The report reads every table and figure and, through the manifest, every run's outputs."""
+    """The report reads every table and figure, every run's outputs (through the manifest), and the jobs' wall
+    times (their benchmark records)."""
     return {"study": P["manifest"], "tables": table_outputs(), "figures": figure_outputs(),
-            "runs": all_run_outputs(wildcards)}
+            "runs": all_run_outputs(wildcards), "wall": benchmark_files()}
 
 
 def output_dir(wildcards, output):
