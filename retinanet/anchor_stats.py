@@ -20,9 +20,10 @@ from typing import Any
 import torch
 
 from retinanet import atomic
+from retinanet.anchors import feature_shapes
 from retinanet.config import RunConfig, load
 from retinanet.data import build_dataset, build_test_loader
-from retinanet.matching import IGNORE
+from retinanet.matching import BACKGROUND, IGNORE
 from retinanet.model import build_model
 
 
@@ -36,15 +37,14 @@ def anchor_statistics(cfg: RunConfig, *, num_images: int | None = None, train_sp
     totals = dict.fromkeys(("images", "anchors", "foreground", "ignored", "background", "objects",
                             "objects_without_foreground"), 0)
     for images, targets, _ in loader:
-        shapes = [(-(-images.shape[-2] // s), -(-images.shape[-1] // s)) for s in (8, 16, 32, 64, 128)]
-        anchors = model.anchors(shapes)
+        anchors = model.anchors(feature_shapes(*images.shape[-2:]))
         matched, _, _ = model.assign(anchors, [{"boxes": t["boxes"], "labels": t["labels"]} for t in targets])
         fg = matched >= 0
         totals["images"] += 1
         totals["anchors"] += matched.numel()
         totals["foreground"] += int(fg.sum())
         totals["ignored"] += int((matched == IGNORE).sum())
-        totals["background"] += int((matched < 0).sum()) - int((matched == IGNORE).sum())
+        totals["background"] += int((matched == BACKGROUND).sum())
         num_boxes = len(targets[0]["boxes"])
         totals["objects"] += num_boxes
         hit = torch.zeros(num_boxes, dtype=torch.bool)
