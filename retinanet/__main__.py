@@ -23,6 +23,7 @@ COMMANDS = (
     "retinanet.coco_layout",
     "retinanet.synthetic",
     "retinanet.anchor_stats",
+    "retinanet.pretrain",
     # registration point: append a module that defines add_command(subparsers)
 )
 

@@ -68,6 +68,10 @@ class DatasetSpec:
     """Fraction of images with no annotated object (distractors only)."""
     scale_mix: tuple[float, float, float] = (0.3, 0.4, 0.3)
     """Probability that an object is drawn small / medium / large (COCO val2017: about 0.41 / 0.34 / 0.25)."""
+    zoom: float = 1.0
+    """The image shows a COCO-like scene magnified ``zoom`` times: object sizes and the bucket limits are those of
+    :func:`area_thresholds` times ``zoom`` in side. ``mini`` uses 2 so that its smallest objects still span one
+    stride of P3 (8 px) at 128 px (docs/scales.md)."""
     min_small_side: float = 0.55
     """The smallest object side as a fraction of the small/medium limit side."""
     max_side_fraction: float = 0.7
@@ -92,6 +96,7 @@ class DatasetSpec:
             "max_objects": self.max_objects >= 1,
             "empty_fraction": 0.0 <= self.empty_fraction <= 1.0,
             "scale_mix": len(self.scale_mix) == 3 and min(self.scale_mix) >= 0 and sum(self.scale_mix) > 0,
+            "zoom": self.zoom > 0.0,
             "min_small_side": 0.0 < self.min_small_side < 1.0,
             "max_side_fraction": 0.0 < self.max_side_fraction <= 1.0,
             "max_aspect": self.max_aspect >= 1.0,
@@ -106,19 +111,20 @@ class DatasetSpec:
                 raise ConfigError(f"synthetic dataset: {name} = {getattr(self, name)!r} is out of range")
 
 
-def area_thresholds(image_size: int) -> tuple[float, float]:
+def area_thresholds(image_size: int, zoom: float = 1.0) -> tuple[float, float]:
     """COCO's small/medium and medium/large area limits scaled to a square image of side ``image_size``.
 
-    The limits keep the same fraction of the image area as 32^2 and 96^2 px have of a 640x480 COCO image. Pass them
-    to pycocotools as ``params.areaRng`` to get APs/APm/APl comparable in spirit to COCO's.
+    The limits keep the same fraction of the image area as 32^2 and 96^2 px have of a 640x480 COCO image, times
+    ``zoom``^2 for a magnified scene (:attr:`DatasetSpec.zoom`). Pass them to pycocotools as ``params.areaRng`` to get
+    APs/APm/APl comparable in spirit to COCO's.
     """
-    factor = image_size**2 / COCO_REFERENCE_AREA
+    factor = image_size**2 / COCO_REFERENCE_AREA * zoom**2
     return COCO_AREA_LIMITS[0] * factor, COCO_AREA_LIMITS[1] * factor
 
 
-def scale_bucket(area: float, image_size: int) -> str:
+def scale_bucket(area: float, image_size: int, zoom: float = 1.0) -> str:
     """``small``, ``medium`` or ``large`` for a box of ``area`` px^2 (pycocotools' inclusive limits)."""
-    small, medium = area_thresholds(image_size)
+    small, medium = area_thresholds(image_size, zoom)
     return "small" if area <= small else "medium" if area <= medium else "large"
 
 
@@ -319,7 +325,7 @@ def _strokes(img: np.ndarray, rng: np.random.Generator, count: int) -> None:
 
 def _object_side(rng: np.random.Generator, spec: DatasetSpec) -> float:
     """Side sqrt(w*h) of a new object's box, log-uniform inside a bucket drawn from ``spec.scale_mix``."""
-    small, medium = (math.sqrt(a) for a in area_thresholds(spec.image_size))
+    small, medium = (math.sqrt(a) for a in area_thresholds(spec.image_size, spec.zoom))
     ranges = [
         (spec.min_small_side * small, small),
         (small, medium),
@@ -374,10 +380,11 @@ def _write_png(path: Path, array: np.ndarray) -> None:
 
 
 def scale_counts(coco: dict) -> dict[str, int]:
-    """Number of annotations per scale bucket, with the limits of the dataset's image size (``info.image_size``)."""
+    """Number of annotations per scale bucket, with the dataset's own limits (``info.area_thresholds``)."""
+    small, medium = coco["info"]["area_thresholds"]
     counts = {"small": 0, "medium": 0, "large": 0}
     for ann in coco["annotations"]:
-        counts[scale_bucket(ann["area"], coco["info"]["image_size"])] += 1
+        counts["small" if ann["area"] <= small else "medium" if ann["area"] <= medium else "large"] += 1
     return counts
 
 
@@ -429,7 +436,7 @@ def generate(
             "seed": seed,
             "image_size": size,
             "spec": dataclasses.asdict(spec),
-            "area_thresholds": list(area_thresholds(size)),
+            "area_thresholds": list(area_thresholds(size, spec.zoom)),
         },
         "licenses": [],
         "images": images,
@@ -524,13 +531,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-objects", type=int, default=DatasetSpec.max_objects, help="objects per image, at most")
     parser.add_argument("--scale-mix", type=float, nargs=3, metavar=("SMALL", "MEDIUM", "LARGE"),
                         default=DatasetSpec.scale_mix, help="probability of each COCO scale bucket")
+    parser.add_argument("--zoom", type=float, default=DatasetSpec.zoom,
+                        help="scene magnification: object sizes and bucket limits scale by it (mini: 2)")
+    parser.add_argument("--min-small-side", type=float, default=DatasetSpec.min_small_side,
+                        help="smallest object side as a fraction of the small/medium limit side")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing dataset folder")
     parser.add_argument("--preview", metavar="PNG", help="also save a grid of 8 training images with their boxes")
 
 
 def main(args: argparse.Namespace) -> int:
     """Run ``make-dataset``: write the dataset and print one summary line per split."""
-    spec = DatasetSpec(image_size=args.size, max_objects=args.max_objects, scale_mix=tuple(args.scale_mix))
+    spec = DatasetSpec(image_size=args.size, max_objects=args.max_objects, scale_mix=tuple(args.scale_mix),
+                       zoom=args.zoom, min_small_side=args.min_small_side)
     result = make_dataset(args.out, seed=args.seed, splits={"train": args.train, "val": args.val}, spec=spec,
                           overwrite=args.overwrite)
     for split, coco in result.items():

@@ -84,6 +84,20 @@ def test_area_thresholds_scale_coco_limits_by_image_area() -> None:
     assert synthetic.scale_bucket(medium + 1, 128) == "large"
 
 
+def test_zoom_scales_object_sides_and_bucket_limits_together(tmp_path: Path) -> None:
+    small, medium = area_thresholds(128)
+    assert area_thresholds(128, zoom=2.0) == pytest.approx((4 * small, 4 * medium))
+    spec = DatasetSpec(image_size=128, zoom=2.0, min_small_side=0.65)
+    coco = generate(tmp_path, seed=0, num_images=30, spec=spec)
+    assert coco["info"]["area_thresholds"] == pytest.approx([4 * small, 4 * medium])
+    assert coco["info"]["spec"]["zoom"] == 2.0
+    sides = [math.sqrt(a["area"]) for a in coco["annotations"]]
+    # Rotation and stretch keep the area of the drawn side^2 within a factor; the smallest sides stay above 1 stride
+    # of P3 (8 px) and every bucket is still populated under the zoomed limits.
+    assert min(sides) >= 0.65 * math.sqrt(4 * small) * 0.7
+    assert min(coco["info"]["scale_split"].values()) >= 0.1 * len(sides)
+
+
 @pytest.mark.parametrize("name", CLASSES + DISTRACTORS)
 def test_boxes_are_tight_around_the_drawn_shape(name: str) -> None:
     rng = np.random.default_rng(0)

@@ -43,10 +43,9 @@ def _job_counts(out: str) -> dict[str, int]:
 
 
 @pytest.mark.parametrize("args", [("--configfile", str(ROOT / "config" / "paper.yaml")), ("--config", "scale=paper")])
-def test_paper_dry_run_lists_every_job_in_under_10_s_without_coco(tmp_path: Path, args):
-    start = time.monotonic()
+def test_paper_dry_run_lists_every_job_without_coco(tmp_path: Path, args):
+    # Its wall time is a benchmark (python -m benchmarks: study level), not a timed test.
     res = snakemake(tmp_path, "-n", *args)
-    wall = time.monotonic() - start
     assert res.returncode == 0, res.stderr[-3000:]
     study = build_study(load_scale({"scale": "paper"}, ROOT / "config"))
     counts = _job_counts(res.stdout + res.stderr)
@@ -55,7 +54,6 @@ def test_paper_dry_run_lists_every_job_in_under_10_s_without_coco(tmp_path: Path
     assert counts["table"] == 8 and counts["figure"] == 6 and counts["report"] == 1
     assert counts["check_coco"] == 1 and counts["fetch_weights"] == 2 and "make_dataset" not in counts
     assert not (tmp_path / "data").exists()  # nothing was looked for or written
-    assert wall < 10, f"paper dry run took {wall:.1f} s"
 
 
 @pytest.mark.parametrize("scale", ["mini", "smoke"])
@@ -228,6 +226,9 @@ def test_smoke_dag_runs_locally(tmp_path: Path):
     wall = time.monotonic() - start
     assert res.returncode == 0, res.stderr[-5000:]
     manifest = json.loads((tmp_path / "work/smoke/study.json").read_text())
+    for depth in (18, 34):  # the ImageNet stand-in, pretrained once per depth (retinanet/pretrain.py)
+        weights = tmp_path / f"work/smoke/weights/resnet{depth}-pretrain.pth"
+        assert weights.is_file() and json.loads(Path(f"{weights}.json").read_text())["config"]["depth"] == depth
     for rid, entry in manifest["runs"].items():
         result = json.loads((tmp_path / entry["result"]).read_text())
         assert result["status"] in ("completed", "diverged"), rid

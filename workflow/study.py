@@ -213,7 +213,7 @@ def resolve(scale: dict, overrides: dict, seed: int) -> RunConfig:
     base_iters = cfg["solver"]["iterations"]
     cfg["solver"]["iterations"] = max(1, round(base_iters * schedule))
     weights = scale["weights"]
-    if weights["source"] == "torchvision":
+    if weights["source"] in ("torchvision", "pretrain"):
         cfg["model"]["pretrained"] = weights_path(scale, depth["ours"])
     elif weights["source"] == "none":
         cfg["model"]["pretrained"] = "none"
@@ -223,8 +223,10 @@ def resolve(scale: dict, overrides: dict, seed: int) -> RunConfig:
 
 
 def weights_path(scale: dict, depth: int) -> str:
-    """Where the workflow caches torchvision's ImageNet ResNet-``depth`` weights (file name keeps the hash)."""
-    return str(Path(scale["weights"]["cache"]) / f"resnet{depth}-imagenet1k-v1.pth")
+    """Where the workflow keeps the ResNet-``depth`` start weights: torchvision's ImageNet ones (``source:
+    torchvision``, downloaded once) or the ones pretrained on the embedded data (``source: pretrain``)."""
+    name = "imagenet1k-v1" if scale["weights"]["source"] == "torchvision" else "pretrain"
+    return str(Path(scale["weights"]["cache"]) / f"resnet{depth}-{name}.pth")
 
 
 def paper_units(overrides: dict) -> dict:

@@ -38,7 +38,7 @@ def train_inputs(wildcards):
     """A run's config file, its dataset and (if any) its cached pretrained weights."""
     inputs = {"config": P["run_config"].format(rid=wildcards.rid), "data": dataset_ready()}
     pretrained = STUDY.runs[wildcards.rid].model.pretrained
-    if config["weights"]["source"] == "torchvision":
+    if config["weights"]["source"] in ("torchvision", "pretrain"):
         inputs["weights"] = pretrained
     return inputs
 
@@ -52,6 +52,11 @@ def slurm_cpus(wildcards, resources, threads):
     """CPUs of the SLURM allocation (profile resource ``cpus_per_task``, else the rule's threads). The launcher uses
     it only inside a SLURM job; a local job uses its Snakemake threads."""
     return int(resources.get("cpus_per_task", 0) or threads)
+
+
+def pretrain_args(wildcards):
+    """``weights.args`` of the scale as ``python -m retinanet pretrain`` options."""
+    return _options(config["weights"].get("args"))
 
 
 def _options(mapping):

@@ -53,3 +53,26 @@ if config["weights"]["source"] == "torchvision":
             "../../environment.yml"
         shell:
             "python -m workflow.scripts.fetch_weights --depth {wildcards.depth} --out {output} > {log} 2>&1"
+
+elif config["weights"]["source"] == "pretrain":
+
+    rule pretrain_backbone:
+        """mini/smoke: the stand-in for ImageNet pretraining. Each small ResNet is trained once on a classification
+        task cut from the embedded training split (object crops vs background, retinanet/pretrain.py); every run of
+        that depth starts from it with frozen BatchNorm, as the paper's runs start from ImageNet weights."""
+        input:
+            dataset_ready(),
+        output:
+            f"{config['weights']['cache']}/resnet{{depth}}-pretrain.pth",
+        log:
+            f"{W}/logs/pretrain_resnet{{depth}}.log",
+        benchmark:
+            f"{W}/benchmarks/pretrain_resnet{{depth}}.tsv"
+        params:
+            args=pretrain_args,
+        threads: config["job_threads"]
+        conda:
+            "../../environment.yml"
+        shell:
+            "python -m retinanet pretrain --data {input} --depth {wildcards.depth} --out {output} "
+            "--threads {threads} {params.args} > {log} 2>&1"
