@@ -22,7 +22,7 @@ from torch import Tensor, nn
 from torchvision.models.detection.image_list import ImageList
 
 from benchmarks.peer import build_peer, comparable_config
-from retinanet.config import RunConfig, from_dict
+from retinanet.config import ModelConfig, RunConfig, from_dict
 from retinanet.model import RetinaNet, build_model
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -56,8 +56,8 @@ def mini_setting(batch: int | None = None) -> Setting:
     return Setting(name=f"mini: R-{depth}-FPN C={model['fpn_channels']} x{model['head_convs']}, {size} px",
                    depth=depth, fpn_channels=model["fpn_channels"], head_convs=model["head_convs"],
                    num_classes=model["num_classes"], image_size=size,
-                   batch=batch or scale["base"]["solver"]["batch_size"], norm=model["norm"],
-                   freeze_at=model["freeze_at"])
+                   batch=batch or scale["base"]["solver"]["batch_size"],
+                   norm=model.get("norm", ModelConfig.norm), freeze_at=model.get("freeze_at", ModelConfig.freeze_at))
 
 
 def r50_setting(image_size: int = 512, batch: int = 2) -> Setting:
