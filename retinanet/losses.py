@@ -24,6 +24,8 @@ is summed over millions of elements) and the gradient is cast back to the logits
 
 from __future__ import annotations
 
+import os
+import warnings
 from collections.abc import Callable
 from functools import partial
 from typing import Any
@@ -47,7 +49,12 @@ d loss / d x into the given views."""
 
 
 def _run(logits: Tensor, targets: Tensor, kernel: Kernel, with_grad: bool) -> tuple[Tensor, Tensor | None]:
-    """The loss ``[...]`` and, if ``with_grad``, its derivative ``[...]``, computed chunk by chunk."""
+    """The loss ``[...]`` and, if ``with_grad``, its derivative ``[...]``: FL on large float32 CPU inputs from the
+    compiled one-pass kernel, everything else chunk by chunk."""
+    if isinstance(kernel, partial) and kernel.func is _focal_kernel:
+        fused = _focal_compiled(logits, targets, with_grad=with_grad, **kernel.keywords)
+        if fused is not None:
+            return fused
     dtype = logits.dtype if logits.dtype in (torch.float32, torch.float64) else torch.float32
     x = logits.reshape(-1)
     t = targets.reshape(-1)
@@ -88,6 +95,64 @@ class _ElementwiseLoss(torch.autograd.Function):
         if grad is None:  # a second backward through this graph: the first one consumed the stored gradient
             grad = _run(logits, targets, ctx.kernel, with_grad=True)[1]
         return grad.mul_(grad_output).to(logits.dtype), None, None, None
+
+
+def _focal_one_pass(x: Tensor, t: Tensor, p: Tensor, with_grad: bool) -> tuple[Tensor, Tensor | None]:
+    """FL (eq. 5) and eq. 10 as one expression: compiled (:func:`_compiled_focal`), it is one loop over the input
+    that reads ``x`` and ``t`` once and writes the loss and the gradient, with no temporaries.
+
+    ``p = [gamma, c0, c1, a0, a1]`` (a float32 tensor, not Python floats: torch 2.14's compiled graph with
+    ``dynamic=True`` reused the first call's float values for later calls with other values), with
+    ``alpha_t = a0 + a1 t`` and ``-y alpha_t = c0 - c1 t`` (:func:`_weights`); the formulas are those of
+    :func:`_focal_kernel`."""
+    gamma, c0, c1, a0, a1 = p.unbind()
+    z = x - 2.0 * x * t
+    ce = F.softplus(z, threshold=20.0)
+    q = torch.sigmoid(z)
+    q_g = q.pow(gamma)
+    fl = q_g * ce
+    loss = fl * (a0 + a1 * t)
+    if not with_grad:
+        return loss, None
+    return loss, (q_g * q + gamma * (1.0 - q) * fl) * (c0 - c1 * t)
+
+
+_COMPILE_MIN_ELEMENTS = 1 << 20
+"""Float32 CPU inputs from this size on (the paper's ~100k anchors x 80 classes per image) use the compiled one-pass
+kernel; smaller ones (``mini``: ~3k anchors x 6 classes) are not worth a compilation (a few seconds, once per
+process and (gamma, alpha))."""
+_compiled: dict[str, Any] = {}
+
+
+def _compiled_focal() -> Callable[..., tuple[Tensor, Tensor | None]] | None:
+    """``torch.compile`` of :func:`_focal_one_pass` (Inductor's C++ backend), or None where compilation is off
+    (``RETINANET_COMPILE=0``) or failed once in this process (no compiler: a warning, then the eager chunks)."""
+    if "fn" not in _compiled:
+        _compiled["fn"] = None if os.environ.get("RETINANET_COMPILE", "1") == "0" else torch.compile(
+            _focal_one_pass, dynamic=True, fullgraph=True)
+    return _compiled["fn"]
+
+
+def _focal_compiled(logits: Tensor, targets: Tensor, gamma: float, alpha: float | None,
+                    with_grad: bool) -> tuple[Tensor, Tensor | None] | None:
+    """Loss and gradient from the compiled kernel, or None when it does not apply or compilation fails."""
+    if (logits.device.type != "cpu" or logits.dtype != torch.float32 or targets.dtype != torch.float32
+            or logits.numel() < _COMPILE_MIN_ELEMENTS):
+        return None
+    fn = _compiled_focal()
+    if fn is None:
+        return None
+    c0, c1 = _weights(alpha)
+    a0, a1 = (1.0, 0.0) if alpha is None else (1.0 - alpha, 2.0 * alpha - 1.0)
+    params = torch.tensor([gamma, c0, c1, a0, a1], dtype=torch.float32)
+    try:
+        with torch.no_grad():
+            return fn(logits.detach(), targets, params, with_grad)
+    except Exception as exc:  # noqa: BLE001 - any compiler failure: fall back to the eager kernel, once
+        warnings.warn(f"focal_loss: torch.compile failed ({type(exc).__name__}: {exc}); using the eager kernel",
+                      stacklevel=3)
+        _compiled["fn"] = None
+        return None
 
 
 def _apply(logits: Tensor, targets: Tensor, kernel: Kernel) -> Tensor:

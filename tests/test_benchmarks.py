@@ -36,9 +36,10 @@ def test_same_anchors_and_head_outputs(pair) -> None:
         features = ours.backbone(images)
         peer_features = list(peer.backbone(images).values())
         for a, b in zip(features, peer_features, strict=True):
-            torch.testing.assert_close(a, b, rtol=0, atol=0)
+            # ours folds the frozen BN into the convolutions: the same function, rounded differently
+            torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5 * float(b.abs().max()))
         logits, deltas = ours.head(features)
-        out = peer.head(peer_features)
+        out = peer.head(features)
     torch.testing.assert_close(out["cls_logits"], logits, rtol=0, atol=0)
     torch.testing.assert_close(out["bbox_regression"], deltas, rtol=0, atol=0)
     shapes = [tuple(f.shape[-2:]) for f in features]

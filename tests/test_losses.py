@@ -213,6 +213,56 @@ def test_chunking_is_invisible(monkeypatch: pytest.MonkeyPatch) -> None:
     assert focal_loss(torch.zeros(0, 80), torch.zeros(0, 80), gamma=2.0, alpha=0.25).shape == (0, 80)
 
 
+def _compiler_works() -> bool:
+    try:
+        torch.compile(lambda a: a + 1, fullgraph=True)(torch.zeros(2))
+        return True
+    except Exception:  # noqa: BLE001 - no C++ compiler on this machine
+        return False
+
+
+@pytest.mark.skipif(not _compiler_works(), reason="torch.compile has no working C++ compiler here")
+@pytest.mark.parametrize(("gamma", "alpha"), [(2.0, 0.25), (0.5, None), (0.0, 0.75), (5.0, 0.5), (2.0, 0.25)])
+def test_compiled_one_pass_kernel_on_paper_sized_inputs(gamma: float, alpha: float | None,
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Float32 CPU inputs of >= 2^20 elements (paper scale: ~100k anchors x 80 classes) take the compiled kernel:
+    value and eq. 10 gradient as accurate as the eager kernel against the float64 truth, for every (gamma, alpha)
+    (one compiled graph serves them all: the parameters are tensor inputs), on a non-contiguous input too."""
+    calls = []
+    real = losses._focal_compiled
+    monkeypatch.setattr(losses, "_focal_compiled", lambda *a, **k: calls.append(out := real(*a, **k)) or out)
+    x, t = _data(n=losses._COMPILE_MIN_ELEMENTS, dtype=torch.float32, scale=6.0, seed=1)
+    x, t = x.reshape(2, -1, 8).transpose(1, 2), t.reshape(2, -1, 8).transpose(1, 2)
+    ours, ours_grad = _value_and_grad(lambda a, b: focal_loss(a, b, gamma=gamma, alpha=alpha), x, t)
+    assert calls and calls[0] is not None  # the compiled path ran
+    xd, td = x.double().requires_grad_(), t.double()
+    truth = _alpha_t(td, alpha) * _ce(xd, td) * torch.sigmoid(-(2 * td - 1) * xd) ** gamma
+    torch.testing.assert_close(ours, truth.float(), rtol=2e-5, atol=1e-30)
+    torch.testing.assert_close(ours_grad, _eq10(xd.detach(), td, gamma, alpha).float(), rtol=2e-5, atol=1e-30)
+    assert ours.shape == ours_grad.shape == x.shape
+
+
+def test_compile_failure_or_switch_falls_back_to_the_eager_kernel(monkeypatch: pytest.MonkeyPatch) -> None:
+    x, t = _data(n=losses._COMPILE_MIN_ELEMENTS, dtype=torch.float32, seed=2)
+    monkeypatch.setattr(losses, "_COMPILE_MIN_ELEMENTS", 1 << 40)
+    eager, eager_grad = _value_and_grad(lambda a, b: focal_loss(a, b, gamma=2.0, alpha=0.25), x, t)
+    monkeypatch.setattr(losses, "_COMPILE_MIN_ELEMENTS", 1)
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("no compiler")
+
+    monkeypatch.setitem(losses._compiled, "fn", broken)
+    with pytest.warns(UserWarning, match="torch.compile failed .*no compiler.*eager kernel"):
+        loss, grad = _value_and_grad(lambda a, b: focal_loss(a, b, gamma=2.0, alpha=0.25), x, t)
+    assert losses._compiled["fn"] is None  # tried once per process
+    torch.testing.assert_close(loss, eager, rtol=0, atol=0)
+    torch.testing.assert_close(grad, eager_grad, rtol=0, atol=0)
+    monkeypatch.delitem(losses._compiled, "fn")
+    monkeypatch.setenv("RETINANET_COMPILE", "0")
+    assert losses._compiled_focal() is None
+    monkeypatch.delitem(losses._compiled, "fn")
+
+
 def test_bfloat16_logits_are_computed_in_float32() -> None:
     x, t = _data(n=500, dtype=torch.float32)
     xb = x.bfloat16()

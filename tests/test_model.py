@@ -138,3 +138,45 @@ def test_channels_last_max_pool_is_bit_identical_to_nchw():
     ref = nn.MaxPool2d(3, 2, 1)
     out = ChannelsLastMaxPool2d.like(ref)(x)
     assert torch.equal(out, ref(x)) and out.is_contiguous()
+
+
+@pytest.mark.parametrize("depth", [18, 50])
+def test_folded_frozen_bn_backbone_equals_torchvision_resnet_in_float64(depth):
+    """Folding frozen BN into the convolutions computes torchvision's ResNet body exactly (float64: up to rounding),
+    forward and backward, with stem + res2 frozen as in the paper; the folded weights of frozen layers are cached
+    and the cache follows in-place weight updates."""
+    from retinanet.backbone import ResNetFPN
+    from retinanet.config import ModelConfig
+
+    torch.manual_seed(0)
+    net = ResNetFPN(ModelConfig(depth=depth, pretrained="none", norm="frozen_bn", freeze_at=2, fpn_channels=16))
+    with torch.no_grad():  # non-trivial BN statistics and affine parameters
+        for name, buf in net.body.named_buffers():
+            buf.copy_(torch.rand_like(buf) + 0.5 if name.endswith(("running_var", "weight")) else torch.randn_like(buf))
+    net = net.double()
+    ref_body = torchvision.models.get_model(f"resnet{depth}", weights=None,
+                                            norm_layer=torchvision.ops.misc.FrozenBatchNorm2d).double()
+    ref_body.load_state_dict(net.body.state_dict(), strict=False)
+    x = torch.randn(2, 3, 64, 64, dtype=torch.float64)
+
+    def ours(b):
+        from retinanet.backbone import _stage, conv_bn
+        y = b.maxpool(torch.relu(conv_bn(b.conv1, b.bn1, x)))
+        return _stage(b.layer4, _stage(b.layer3, _stage(b.layer2, _stage(b.layer1, y))))
+
+    def ref(b):
+        y = b.maxpool(b.relu(b.bn1(b.conv1(x))))
+        return b.layer4(b.layer3(b.layer2(b.layer1(y))))
+
+    got, want = ours(net.body), ref(ref_body)
+    torch.testing.assert_close(got, want, rtol=1e-10, atol=1e-10)
+    got.square().sum().backward()
+    want.square().sum().backward()
+    for (name, p), q in zip(net.body.named_parameters(), ref_body.parameters(), strict=False):
+        if p.requires_grad:
+            torch.testing.assert_close(p.grad, q.grad, rtol=1e-8, atol=1e-10, msg=name)
+    assert net.body.conv1._folded_cache is not None  # frozen stem: folded once
+    with torch.no_grad():
+        net.body.conv1.weight.mul_(2.0)  # an in-place update must invalidate the cache
+        ref_body.conv1.weight.mul_(2.0)
+        torch.testing.assert_close(ours(net.body), ref(ref_body), rtol=1e-10, atol=1e-10)

@@ -244,3 +244,9 @@ def test_smoke_dag_runs_locally(tmp_path: Path):
     assert wall < 600, f"smoke DAG took {wall:.0f} s"
     again = snakemake(tmp_path, "-n", "--config", "scale=smoke")
     assert "Nothing to be done" in again.stdout + again.stderr
+    # snakemake --report: one self-contained HTML page with the figures and tables
+    html = snakemake(tmp_path, "--report", "report.html", "--config", "scale=smoke", timeout=300)
+    assert html.returncode == 0, html.stderr[-3000:]
+    page = (tmp_path / "report.html").read_text(errors="replace")
+    assert all(f"{fig}.png" in page for fig in ("fig1", "fig2", "fig4", "fig5", "fig6", "fig7"))
+    assert "table_3.csv" in page
