@@ -1,0 +1,70 @@
+"""The calibration table: job times by rule and model, the default FL run's AP over seeds, seed spreads."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from analysis import calibration
+from analysis.errors import AnalysisInputError
+
+
+def _workdir(root: Path) -> Path:
+    """A finished 3-run study: FL over seeds 0-2 (AP 10, 12, 14; ResNet-18, 128 px) and one ResNet-34 run."""
+    w = root / "work" / "mini"
+    runs, fl_metrics = {}, {}
+    for rid, depth, ap, train_s in (("fl-s0", 18, 10.0, 80.0), ("fl-s1", 18, 12.0, 90.0), ("fl-s2", 18, 14.0, 100.0),
+                                    ("deep-s0", 34, 9.0, 150.0)):
+        cfg = w / "configs" / f"{rid}.yaml"
+        cfg.parent.mkdir(parents=True, exist_ok=True)
+        cfg.write_text(f"model: {{depth: {depth}}}\ndata: {{min_size: 128}}\nsolver: {{iterations: 500}}\n")
+        metrics = w / "eval" / rid / "metrics.json"
+        metrics.parent.mkdir(parents=True, exist_ok=True)
+        metrics.write_text(json.dumps({"AP": ap, "status": "completed"}))
+        runs[rid] = {"config": str(cfg), "metrics": str(metrics)}
+        if rid.startswith("fl"):
+            fl_metrics[rid[-1]] = str(metrics)
+        for rule, secs in (("train", train_s), ("evaluate", 10.0)):
+            tsv = w / "benchmarks" / rule / f"{rid}.tsv"
+            tsv.parent.mkdir(parents=True, exist_ok=True)
+            tsv.write_text(f"s\th:m:s\n{secs}\t0:00:00\n")
+    (w / "benchmarks" / "make_dataset.tsv").write_text("s\th:m:s\n30.0\t0:00:30\n")
+    (w / "weights").mkdir()
+    (w / "weights" / "resnet18-pretrain.pth.json").write_text(json.dumps(
+        {"config": {"iterations": 500}, "val_accuracy": 0.79, "wall_s": 250.0}))
+    study = {"scale": "mini", "runs": runs, "tables": {"3": [{"key": "loss=FL,gamma=2", "metrics": fl_metrics},
+                                                            {"key": "loss=CE", "metrics": {"0": fl_metrics["0"]}}]}}
+    (w / "study.json").write_text(json.dumps(study))
+    return w
+
+
+def test_table_reports_times_ap_and_seed_spread(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    w = _workdir(tmp_path)
+    monkeypatch.chdir(tmp_path)
+    stats = tmp_path / "anchors.json"
+    stats.write_text(json.dumps({"foreground_per_image": 17.3, "anchors_per_image": 3069.0,
+                                 "foreground_fraction": 0.00563, "objects_without_foreground_fraction": 0.067}))
+    text = calibration.table(w, stats)
+    rows = dict(line.strip("|").split(" | ", 1) for line in text.splitlines()[2:])
+    rows = {k.strip(): v.strip() for k, v in rows.items()}
+    assert rows["train job wall time, R18 128 px, 500 it"] == "90 s [80-100] (n=3)"
+    assert rows["train job wall time, R34 128 px, 500 it"] == "150 s [150-150] (n=1)"
+    assert rows["evaluate job wall time, R18 128 px, 500 it"] == "10 s [10-10] (n=3)"
+    assert rows["sum of job wall times: train + evaluate; all other jobs"] == "0.13 h; 0.5 min (1 jobs)"
+    assert rows["pretraining resnet18-pretrain (500 steps)"] == "held-out accuracy 79.0 %, 250 s"
+    assert rows["AP of the default FL run (gamma 2, alpha .25), mean ± std"] == \
+        "12.00 ± 2.00 (s0 10.00, s1 12.00, s2 14.00)"
+    assert rows["seed std of AP, Table 3 loss=FL,gamma=2"].startswith("2.00 (mean 12.00")
+    assert not any("loss=CE" in k for k in rows)  # one seed: no spread to report
+    assert rows["foreground : all anchors per image"].startswith("17.3 : 3069 (0.56 %)")
+
+
+def test_missing_benchmark_record_is_named(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    w = _workdir(tmp_path)
+    monkeypatch.chdir(tmp_path)
+    (w / "benchmarks" / "train" / "fl-s1.tsv").unlink()
+    with pytest.raises(AnalysisInputError, match=r"train/fl-s1.tsv: benchmark record of train job fl-s1"):
+        calibration.table(w)
+    assert calibration.main(["--workdir", str(w)]) == 2
