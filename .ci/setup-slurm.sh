@@ -90,6 +90,9 @@ done
 
 # --- daemons -------------------------------------------------------------------------------------------------
 running() { [[ -s "$1" ]] && kill -0 "$(cat "$1")" 2>/dev/null; }
+# A daemon counts as alive by its pid file or, while it is still daemonizing (the pid file comes a moment after
+# the command returns), by its process name.
+alive() { running "/run/$1.pid" || { command -v pgrep >/dev/null && pgrep -x "$1" >/dev/null; }; }
 if [[ $changed == 1 ]]; then
     for pidfile in /run/slurmd.pid /run/slurmctld.pid; do
         if running "$pidfile"; then log "config changed: stopping $(basename "$pidfile" .pid)"; kill "$(cat "$pidfile")"; sleep 1; fi
@@ -98,10 +101,13 @@ fi
 if ! running /run/slurmctld.pid; then log "starting slurmctld"; slurmctld; fi
 if ! running /run/slurmd.pid; then log "starting slurmd"; slurmd; fi
 
+declare -A missing=([slurmctld]=0 [slurmd]=0)
 for _ in $(seq 60); do
     for daemon in slurmctld slurmd; do
-        if ! running "/run/$daemon.pid"; then
-            log "$daemon exited; last lines of /var/log/slurm/$daemon.log:"; tail -n 5 "/var/log/slurm/$daemon.log" >&2
+        if alive "$daemon"; then missing[$daemon]=0; continue; fi
+        # Gone for 5 consecutive checks: it exited (one check can fall between the fork and the pid file).
+        if (( ++missing[$daemon] >= 5 )); then
+            log "$daemon exited; last lines of /var/log/slurm/$daemon.log:"; tail -n 20 "/var/log/slurm/$daemon.log" >&2
             exit 1
         fi
     done
