@@ -144,19 +144,23 @@ def train_steps(ours: RetinaNet, peer: nn.Module, cfg: RunConfig, images: Tensor
             make(ours, lambda o: o["loss_cls"] + o["loss_box"]))
 
 
-def infer_calls(ours: RetinaNet, peer: nn.Module, image: Tensor, *, bf16: bool = False):
-    """``(peer_call, ours_call)`` closures, each one batch-1 inference with post-processing."""
+def infer_calls(ours: RetinaNet, peer: nn.Module, image: Tensor, *, bf16: bool = False,
+                ours_format: torch.memory_format = torch.contiguous_format,
+                peer_format: torch.memory_format = torch.contiguous_format):
+    """``(peer_call, ours_call)`` closures, each one batch-1 inference with post-processing; each model and its
+    copy of ``image [1, 3, H, W]`` are put in its layout (``ours_format``: :func:`inference_memory_format`'s)."""
     sizes = [tuple(image.shape[-2:])] * image.shape[0]
-    ours.eval()
-    peer.eval()
+    ours.eval().to(memory_format=ours_format)
+    peer.eval().to(memory_format=peer_format)
+    x_ours, x_peer = image.contiguous(memory_format=ours_format), image.contiguous(memory_format=peer_format)
 
     def run_peer() -> list:
         with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
-            return peer(image)
+            return peer(x_peer)
 
     def run_ours() -> list:
         with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
-            return ours.predict(image, sizes)
+            return ours.predict(x_ours, sizes)
 
     return run_peer, run_ours
 

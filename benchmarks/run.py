@@ -21,6 +21,7 @@ from pathlib import Path
 import torch
 
 from benchmarks import detector, focal, harness, study
+from retinanet.evaluate import inference_memory_format
 
 ROOT = Path(__file__).resolve().parent.parent
 DOC = ROOT / "docs" / "benchmarks.md"
@@ -119,14 +120,24 @@ def bench_infer(reps: dict, log) -> list[Row]:
     rows = []
     for s, n in ((detector.mini_setting(batch=1), reps["infer_mini"]), (detector.r50_setting(512, 1),
                                                                         reps["infer_r50"])):
-        ours, peer, _ = detector.build_pair(s)
+        ours, peer, cfg = detector.build_pair(s)
         detector.dense_scores(ours, peer)
         images, _ = detector.make_batch(s, batch=1)
-        p, o = detector.infer_calls(ours, peer, images)
+        layout = inference_memory_format(cfg, torch.device("cpu"))  # what `evaluate` and `time` run in
+        p, o = detector.infer_calls(ours, peer, images, ours_format=layout)
         t = harness.interleaved(p, o, warmup=2, repeats=n)
         log(f"inference batch 1 {s.name}: {t.summary()}")
         rows.append(_timed_row("inference incl. post-processing", f"{s.name}, batch 1, dense candidates", t, 1.2))
+        # The same with the peer also in our layout: how much of the ratio is the layout (no target).
+        p, o = detector.infer_calls(ours, peer, images, ours_format=layout, peer_format=layout)
+        t = harness.interleaved(p, o, warmup=2, repeats=n)
+        log(f"  peer also in {_layout_name(layout)} {s.name}: {t.summary()}")
+        rows.append(_timed_row(f"  peer also in {_layout_name(layout)}", f"{s.name}, batch 1", t, None))
     return rows
+
+
+def _layout_name(layout: torch.memory_format) -> str:
+    return "channels-last" if layout == torch.channels_last else "NCHW"
 
 
 def bench_bf16(reps: dict, log, runs_dir: Path | None) -> list[Row]:
@@ -145,9 +156,11 @@ def bench_bf16(reps: dict, log, runs_dir: Path | None) -> list[Row]:
                            None, batch=s.batch))
     s1 = detector.mini_setting(batch=1)
     image, _ = detector.make_batch(s1, batch=1)
-    fp32.eval()
+    layout = inference_memory_format(cfg, torch.device("cpu"))  # fp32 inference as `evaluate` runs it
+    fp32.eval().to(memory_format=layout)
     bf16.eval()
     sizes = [tuple(image.shape[-2:])]
+    image_fp32 = image.contiguous(memory_format=layout)
     image_cl = image.contiguous(memory_format=torch.channels_last)
 
     def infer(model, x, on):
@@ -156,7 +169,7 @@ def bench_bf16(reps: dict, log, runs_dir: Path | None) -> list[Row]:
                 return model.predict(x, sizes)
         return call
 
-    t = harness.interleaved(infer(fp32, image, False), infer(bf16, image_cl, True), warmup=2,
+    t = harness.interleaved(infer(fp32, image_fp32, False), infer(bf16, image_cl, True), warmup=2,
                             repeats=reps["infer_mini"])
     log(f"bf16+channels_last inference {s1.name}: {t.summary()} (peer = ours fp32)")
     rows.append(_timed_row("bf16 autocast + channels_last: inference", f"{s1.name}, batch 1; fp32 vs bf16", t, None))

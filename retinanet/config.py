@@ -172,6 +172,10 @@ class TestConfig:
     nms_thresh: float = 0.5
     detections_per_image: int = 100
     batch_size: int = 1
+    memory_format: Literal["auto", "channels_last", "contiguous"] = "auto"
+    """Layout of inference (``evaluate``, ``time``, loss samples); training's is ``channels_last``. ``auto``:
+    channels-last on CPU (batch-1 inference 1.1x faster there, ``docs/benchmarks.md``) and for runs trained in
+    channels-last, NCHW otherwise. Outputs agree up to float rounding."""
 
 
 @dataclass

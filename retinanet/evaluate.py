@@ -52,7 +52,7 @@ def run_status(run_dir: str | Path) -> dict[str, Any]:
 
 def load_run(run_dir: str | Path, device_name: str | None = None) -> tuple[RunConfig, RetinaNet, torch.device]:
     """The run's config, its trained model (``model_final.pt``, loaded weights-only) in eval mode on the device
-    (``device_name``, default the run's ``device``) in the run's memory format, and that device."""
+    (``device_name``, default the run's ``device``) in the inference layout, and that device."""
     run_dir = Path(run_dir)
     cfg = load(run_dir / "config.resolved.yaml")
     # The weights come from the run: do not fetch or read pretrained backbone weights again.
@@ -66,15 +66,24 @@ def load_run(run_dir: str | Path, device_name: str | None = None) -> tuple[RunCo
                                          f"({str(exc).splitlines()[0]})") from None
     device = resolve_device(device_name or cfg.device)
     model.eval().to(device)
-    if cfg.channels_last:
-        model.to(memory_format=torch.channels_last)
+    model.to(memory_format=inference_memory_format(cfg, device))
     return cfg, model, device
 
 
+def inference_memory_format(cfg: RunConfig, device: torch.device) -> torch.memory_format:
+    """The layout inference runs in on ``device`` (``test.memory_format``; ``auto``: channels-last on CPU, where
+    oneDNN's channels-last convolutions run batch-1 inference ~1.1x faster than NCHW, and for a run trained in
+    channels-last; NCHW otherwise)."""
+    choice = cfg.test.memory_format
+    if choice == "auto":
+        choice = "channels_last" if device.type == "cpu" or cfg.channels_last else "contiguous"
+    return torch.channels_last if choice == "channels_last" else torch.contiguous_format
+
+
 def prepare(images: torch.Tensor, cfg: RunConfig, device: torch.device) -> torch.Tensor:
-    """Move a padded batch to ``device`` in the run's memory format."""
+    """Move a padded batch ``[N, 3, H, W]`` to ``device`` in the inference layout (:func:`inference_memory_format`)."""
     images = images.to(device, non_blocking=True)
-    return images.contiguous(memory_format=torch.channels_last) if cfg.channels_last else images
+    return images.contiguous(memory_format=inference_memory_format(cfg, device))
 
 
 @torch.no_grad()

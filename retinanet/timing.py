@@ -21,7 +21,7 @@ import torch
 
 from retinanet import atomic, provenance
 from retinanet.data import build_dataset, build_test_loader
-from retinanet.evaluate import load_run, prepare, run_status
+from retinanet.evaluate import inference_memory_format, load_run, prepare, run_status
 
 WARMUP = 10
 REPEATS = 50
@@ -71,10 +71,11 @@ def time_run(run_dir: str | Path, out: str | Path, *, warmup: int = WARMUP, repe
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
     times = measure(call, warmup=warmup, repeats=repeats, synchronize=sync)
     ms = [t * 1000.0 for t in times]
+    channels_last = inference_memory_format(cfg, device) == torch.channels_last
     record = {"status": status, "ms_per_image_median": statistics.median(ms), "ms_per_image": ms,
               "warmup": warmup, "repeats": repeats, "num_images": len(inputs), "batch_size": 1,
               "min_size": cfg.data.min_size, "max_size": cfg.data.max_size, "precision": cfg.precision,
-              "channels_last": cfg.channels_last, "device": provenance.device_info(device),
+              "channels_last": channels_last, "device": provenance.device_info(device),
               "packages": provenance.package_versions(), "run": str(run_dir)}
     atomic.write_json(out, record)
     return record

@@ -66,11 +66,14 @@ def test_same_training_losses_and_gradients(pair) -> None:
             torch.testing.assert_close(p.grad, q.grad, rtol=1e-4, atol=1e-6)
 
 
-def test_same_detections(pair) -> None:
+@pytest.mark.parametrize("ours_format", [torch.contiguous_format, torch.channels_last])
+def test_same_detections(pair, ours_format) -> None:
+    """Ours in either layout (channels-last is what `evaluate` runs on CPU) against the peer in NCHW."""
     ours, peer, _, images, _ = pair
     detector.dense_scores(ours, peer)
-    run_peer, run_ours = detector.infer_calls(ours, peer, images[:1])
+    run_peer, run_ours = detector.infer_calls(ours, peer, images[:1], ours_format=ours_format)
     got, ref = run_ours()[0], run_peer()[0]
+    ours.to(memory_format=torch.contiguous_format)
     assert 0 < len(got["scores"]) <= 100
     torch.testing.assert_close(got["scores"], ref["scores"], rtol=1e-5, atol=1e-6)
     torch.testing.assert_close(got["boxes"], ref["boxes"], rtol=1e-5, atol=1e-3)

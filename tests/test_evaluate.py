@@ -16,8 +16,18 @@ from pycocotools.cocoeval import COCOeval
 from tiny_coco import CATEGORY_IDS, tiny_config, write_coco
 
 from retinanet import loss_samples
+from retinanet.config import RunConfig, TestConfig
 from retinanet.data import build_dataset, build_test_loader
-from retinanet.evaluate import METRICS, coco_metrics, evaluate_run, export_test_dev, load_run, to_coco
+from retinanet.evaluate import (
+    METRICS,
+    coco_metrics,
+    evaluate_run,
+    export_test_dev,
+    inference_memory_format,
+    load_run,
+    prepare,
+    to_coco,
+)
 from retinanet.timing import measure, time_run
 from retinanet.train import train
 
@@ -93,6 +103,34 @@ def test_dataset_area_limits_replace_cocos(tmp_path):
         ev.accumulate()
         ev.summarize()
     assert [metrics[m] for m in METRICS] == [s * 100 for s in ev.stats[:6]]
+
+
+def test_inference_layout_choice():
+    cpu, cuda = torch.device("cpu"), torch.device("cuda")
+    auto = RunConfig()
+    assert inference_memory_format(auto, cpu) == torch.channels_last
+    assert inference_memory_format(auto, cuda) == torch.contiguous_format
+    assert inference_memory_format(RunConfig(channels_last=True), cuda) == torch.channels_last
+    for choice, fmt in (("contiguous", torch.contiguous_format), ("channels_last", torch.channels_last)):
+        assert inference_memory_format(RunConfig(test=TestConfig(memory_format=choice)), cpu) == fmt
+        assert inference_memory_format(RunConfig(test=TestConfig(memory_format=choice)), cuda) == fmt
+
+
+def test_channels_last_inference_matches_nchw(trained_run):
+    cfg, model, device = load_run(trained_run)
+    assert model.backbone.body.conv1.weight.is_contiguous(memory_format=torch.channels_last)
+    images, _, sizes = next(iter(build_test_loader(cfg, build_dataset(cfg.data, train=False), 2)))
+    x = prepare(images, cfg, device)
+    assert x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous()
+    with torch.no_grad():
+        ours = model.predict(x, sizes)
+        model.to(memory_format=torch.contiguous_format)
+        nchw = model.predict(images.contiguous(), sizes)
+    assert sum(len(o["scores"]) for o in ours) > 0
+    for a, b in zip(ours, nchw, strict=True):
+        assert torch.equal(a["labels"], b["labels"])
+        torch.testing.assert_close(a["scores"], b["scores"], rtol=1e-4, atol=1e-5)
+        torch.testing.assert_close(a["boxes"], b["boxes"], rtol=1e-4, atol=1e-3)
 
 
 def test_unfinished_run_is_refused(tmp_path):
