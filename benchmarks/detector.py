@@ -24,6 +24,7 @@ from torchvision.models.detection.image_list import ImageList
 from benchmarks.peer import build_peer, comparable_config
 from retinanet.config import ModelConfig, RunConfig, from_dict
 from retinanet.model import RetinaNet, build_model
+from retinanet.solver import build_optimizer
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -126,9 +127,9 @@ def train_steps(ours: RetinaNet, peer: nn.Module, cfg: RunConfig, images: Tensor
     """``(peer_step, ours_step)`` closures, each one SGD step on the batch."""
     lr = cfg.solver.base_lr * images.shape[0] / cfg.solver.reference_batch
 
-    def make(model: nn.Module, loss_of) -> object:
-        opt = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=lr,
-                              momentum=cfg.solver.momentum, weight_decay=cfg.solver.weight_decay)
+    def make(model: nn.Module, loss_of, opt: torch.optim.Optimizer) -> object:
+        for group in opt.param_groups:
+            group["lr"] = lr
         x = images.contiguous(memory_format=torch.channels_last) if channels_last else images
         model.train()
 
@@ -140,8 +141,12 @@ def train_steps(ours: RetinaNet, peer: nn.Module, cfg: RunConfig, images: Tensor
             opt.step()
         return step
 
-    return (make(peer, lambda o: o["classification"] + o["bbox_regression"]),
-            make(ours, lambda o: o["loss_cls"] + o["loss_box"]))
+    # The peer steps with torch's default SGD (as torchvision's reference scripts), ours with our training's
+    # optimizer (`solver.build_optimizer`): the same update.
+    peer_opt = torch.optim.SGD([p for p in peer.parameters() if p.requires_grad], lr=lr,
+                               momentum=cfg.solver.momentum, weight_decay=cfg.solver.weight_decay)
+    return (make(peer, lambda o: o["classification"] + o["bbox_regression"], peer_opt),
+            make(ours, lambda o: o["loss_cls"] + o["loss_box"], build_optimizer(ours, cfg.solver)))
 
 
 def infer_calls(ours: RetinaNet, peer: nn.Module, image: Tensor, *, bf16: bool = False,

@@ -52,3 +52,24 @@ def test_steps_scale_with_schedule_length_and_state_is_checked():
     sched.load_state_dict(sched.state_dict())
     with pytest.raises(ConfigError, match="schedule"):
         WarmupMultiStepSchedule(SolverConfig(iterations=1000), 0.02).load_state_dict(sched.state_dict())
+
+
+def test_optimizer_update_is_sgd_with_momentum_and_weight_decay():
+    """Three steps of our (fused) SGD against the update written out: v = m v + (g + wd w); w -= lr v."""
+    torch.manual_seed(0)
+    model = torch.nn.Linear(5, 3)
+    w0 = [p.detach().clone() for p in model.parameters()]
+    opt = build_optimizer(model, SolverConfig(base_lr=0.1))
+    assert opt.defaults["fused"]
+    grads = [[torch.randn_like(p) for p in model.parameters()] for _ in range(3)]
+    expected, velocity = [w.clone() for w in w0], [None] * len(w0)
+    for step in grads:
+        for p, g in zip(model.parameters(), step, strict=True):
+            p.grad = g.clone()
+        opt.step()
+        for i, g in enumerate(step):
+            d = g + 1e-4 * expected[i]
+            velocity[i] = d if velocity[i] is None else 0.9 * velocity[i] + d
+            expected[i] = expected[i] - 0.1 * velocity[i]
+    for p, e in zip(model.parameters(), expected, strict=True):
+        torch.testing.assert_close(p.detach(), e, rtol=1e-6, atol=1e-7)
