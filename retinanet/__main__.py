@@ -15,6 +15,8 @@ import importlib
 import os
 import sys
 
+from retinanet import allocator
+
 COMMANDS = (
     "retinanet.train",
     "retinanet.evaluate",
@@ -48,6 +50,7 @@ def _one_line(exc: BaseException) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    allocator.keep_freed_memory()
     try:
         return args.func(args)
     except ValueError as exc:
