@@ -140,16 +140,18 @@ def test_channels_last_max_pool_is_bit_identical_to_nchw():
     assert torch.equal(out, ref(x)) and out.is_contiguous()
 
 
-@pytest.mark.parametrize("depth", [18, 50])
-def test_folded_frozen_bn_backbone_equals_torchvision_resnet_in_float64(depth):
-    """Folding frozen BN into the convolutions computes torchvision's ResNet body exactly (float64: up to rounding),
-    forward and backward, with stem + res2 frozen as in the paper; the folded weights of frozen layers are cached
-    and the cache follows in-place weight updates."""
-    from retinanet.backbone import ResNetFPN
+@pytest.mark.parametrize(("depth", "freeze_at"), [(18, 2), (50, 2), (18, 0)])
+def test_folded_frozen_bn_backbone_equals_torchvision_resnet_in_float64(depth, freeze_at):
+    """Frozen BN, folded into the convolutions or applied to their outputs (whichever is cheaper), computes
+    torchvision's ResNet body exactly (float64: up to rounding), forward and backward, with stem + res2 frozen as in
+    the paper (and with everything trainable: the trainable stem takes the fold, res5 the output affine); the folded
+    weights of frozen layers are cached and the cache follows in-place weight updates."""
+    from retinanet.backbone import ResNetFPN, _output_numel
     from retinanet.config import ModelConfig
 
     torch.manual_seed(0)
-    net = ResNetFPN(ModelConfig(depth=depth, pretrained="none", norm="frozen_bn", freeze_at=2, fpn_channels=16))
+    net = ResNetFPN(ModelConfig(depth=depth, pretrained="none", norm="frozen_bn", freeze_at=freeze_at,
+                                fpn_channels=16))
     with torch.no_grad():  # non-trivial BN statistics and affine parameters
         for name, buf in net.body.named_buffers():
             buf.copy_(torch.rand_like(buf) + 0.5 if name.endswith(("running_var", "weight")) else torch.randn_like(buf))
@@ -175,7 +177,13 @@ def test_folded_frozen_bn_backbone_equals_torchvision_resnet_in_float64(depth):
     for (name, p), q in zip(net.body.named_parameters(), ref_body.parameters(), strict=False):
         if p.requires_grad:
             torch.testing.assert_close(p.grad, q.grad, rtol=1e-8, atol=1e-10, msg=name)
-    assert net.body.conv1._folded_cache is not None  # frozen stem: folded once
+    if freeze_at == 2:
+        assert net.body.conv1._folded_cache is not None  # frozen stem: folded once
+    else:  # both trainable paths ran: the stem's weights are smaller than its output, res5's larger
+        assert not hasattr(net.body.conv1, "_folded_cache")
+        assert net.body.conv1.weight.numel() < _output_numel(net.body.conv1, x) == net.body.conv1(x).numel()
+        conv = net.body.layer4[-1].conv2
+        assert conv.weight.numel() > _output_numel(conv, torch.empty(2, conv.in_channels, 2, 2))
     with torch.no_grad():
         net.body.conv1.weight.mul_(2.0)  # an in-place update must invalidate the cache
         ref_body.conv1.weight.mul_(2.0)
