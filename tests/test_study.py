@@ -169,6 +169,30 @@ def test_section_5_1_init_rows(paper):
     assert _row(study, "5.1", "init=prior")["run"] == _row(study, "1a", "alpha=0.5")["run"]
 
 
+def test_section_5_1_keeps_the_papers_learning_strategy_against_the_scales():
+    """Section 5.1 trains CE 'without any modifications to the initialization or learning strategy': a scale's larger
+    lr and gradient clipping (mini's base) apply to every other run, not to Table 5.1's, which then get their own
+    runs (named ``-papersgd``) instead of sharing Table 1a's alpha = .5 model."""
+    scale = load_scale({"scale": "mini"}, CONFIG)
+    study = build_study(scale)
+    paper_solver = RunConfig().solver
+    base = scale["base"]["solver"]
+    assert (base["base_lr"], base["clip_grad_norm"]) != (paper_solver.base_lr, paper_solver.clip_grad_norm)
+    for key in ("init=zero", "init=prior"):
+        row = _row(study, "5.1", key)
+        assert row["run"].endswith("-papersgd")
+        for seed in row["seeds"]:
+            cfg = _cfg(study, row, seed)
+            assert cfg.solver.base_lr == paper_solver.base_lr and cfg.solver.clip_grad_norm is None
+            assert cfg.solver.iterations == base["iterations"]  # the scale's sizes still apply
+    assert _row(study, "5.1", "init=zero")["run"] == "r50-600-ce-a0.5-zinit-papersgd"
+    alpha_05 = _cfg(study, _row(study, "1a", "alpha=0.5"))
+    assert (alpha_05.solver.base_lr, alpha_05.solver.clip_grad_norm) == (base["base_lr"], base["clip_grad_norm"])
+    assert _row(study, "1a", "alpha=0.5")["run"] == "r50-600-ce-a0.5"
+    others = [cfg for rid, cfg in study.runs.items() if "papersgd" not in rid]
+    assert others and all(cfg.solver.clip_grad_norm == base["clip_grad_norm"] for cfg in others)
+
+
 def test_figure_4_is_the_resnet101_600_gamma2_model(paper):
     _, study = paper
     fig4 = study.manifest["figures"]["fig4"]

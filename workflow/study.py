@@ -110,9 +110,12 @@ DEFAULT_FL = focal(2, 0.25)
 """The paper's default loss: gamma 2, alpha .25 (section 5.1, 'Focal Loss')."""
 CE_BEST = focal(0, 0.75)
 """Table 1a's best alpha-balanced CE (31.1 AP), which is Table 3's CE row."""
+PAPER_SOLVER = {"solver": {"paper_solver": True}}
+"""Row override: keep the paper's learning strategy (:data:`PAPER_SOLVER_FIELDS`) whatever the scale's base sets."""
 CE_STANDARD = focal(0, 0.5)
 """Section 5.1's 'standard CE': alpha = .5 is unweighted CE up to a constant factor; with the prior init it is the
-30.2 AP of both section 5.1 and Table 1a's alpha = .5 row, so those share one model."""
+30.2 AP of both section 5.1 and Table 1a's alpha = .5 row, so those share one model (unless a scale changes the
+learning strategy, which section 5.1's rows keep: ``PAPER_SOLVER``)."""
 
 
 @dataclass(frozen=True)
@@ -157,8 +160,11 @@ def table_rows(grids: dict) -> dict[str, list[Row] | list[tuple[str, list[Row]]]
               Row("loss=FL,gamma=2", DEFAULT_FL, {"loss": "FL", "gamma": 2})]
     t["3"] += [Row(f"loss=FL*,gamma={fmt(g)},beta={fmt(b)}", focal_star(g, b), {"loss": "FL*", "gamma": g, "beta": b})
                for g, b in ((2, 1), (4, 0))]
-    t["5.1"] = [Row("init=zero", _overrides(CE_STANDARD, {"model": {"cls_bias_init": "zero"}}), {"init": "zero"}),
-                Row("init=prior", CE_STANDARD, {"init": "prior"})]
+    # Section 5.1 trains CE "without any modifications to the initialization or learning strategy": both rows keep
+    # the paper's lr and no gradient clipping, whatever a scale's base sets (PAPER_SOLVER_FIELDS).
+    t["5.1"] = [Row("init=zero", _overrides(CE_STANDARD, {"model": {"cls_bias_init": "zero"}}, PAPER_SOLVER),
+                    {"init": "zero"}),
+                Row("init=prior", _overrides(CE_STANDARD, PAPER_SOLVER), {"init": "prior"})]
     return t
 
 
@@ -174,15 +180,32 @@ def figure_rows(grids: dict) -> dict[str, Any]:
 # Scale translation: paper-unit overrides -> the scale's RunConfig.
 # --------------------------------------------------------------------------------------------------------------
 
-def _split(overrides: dict) -> tuple[dict, float, bool]:
-    """Row overrides -> (validated paper-unit config dict, schedule multiple of 90k, scale jitter on/off).
+PAPER_SOLVER_FIELDS = ("base_lr", "clip_grad_norm")
+"""The learning-strategy fields that a row with ``solver.paper_solver: true`` keeps at the paper's values whatever
+the scale's ``base`` sets (section 5.1 trains CE 'without any modifications to the initialization or learning
+strategy'; a scale's larger lr or gradient clipping would be such modifications)."""
 
-    Two row fields are not RunConfig fields: ``solver.schedule`` (a multiple of the paper's 1x schedule) and
-    ``data.train_min_sizes: jitter`` (the scale's jitter list); each scale translates them."""
+
+def _split(overrides: dict) -> tuple[dict, float, bool, bool]:
+    """Row overrides -> (validated paper-unit config dict, schedule multiple of 90k, scale jitter on/off, paper
+    solver on/off).
+
+    Three row fields are not RunConfig fields: ``solver.schedule`` (a multiple of the paper's 1x schedule),
+    ``data.train_min_sizes: jitter`` (the scale's jitter list) and ``solver.paper_solver`` (keep
+    :data:`PAPER_SOLVER_FIELDS` at the paper's values); each scale translates them."""
     row = copy.deepcopy(overrides)
     schedule = float(row.get("solver", {}).pop("schedule", 1.0))
+    paper_solver = bool(row.get("solver", {}).pop("paper_solver", False))
     jitter = row.get("data", {}).pop("train_min_sizes", None) == "jitter"
-    return to_dict(from_dict(row)), schedule, jitter
+    return to_dict(from_dict(row)), schedule, jitter, paper_solver
+
+
+def _keeps_paper_solver(scale: dict, overrides: dict) -> bool:
+    """Whether the row asks for the paper's learning strategy and the scale's ``base`` changes it (only then does
+    the run differ from the same row without the flag, and get its own name)."""
+    paper, _, _, paper_solver = _split(overrides)
+    solver = (scale.get("base") or {}).get("solver") or {}
+    return paper_solver and any(f in solver and solver[f] != paper["solver"][f] for f in PAPER_SOLVER_FIELDS)
 
 
 def _lookup(table: list[dict], value: Any, where: str) -> dict:
@@ -195,12 +218,16 @@ def _lookup(table: list[dict], value: Any, where: str) -> dict:
 def resolve(scale: dict, overrides: dict, seed: int) -> RunConfig:
     """The scale's run config for one row's paper-unit ``overrides`` and ``seed``.
 
-    Order: RunConfig's paper defaults <- row overrides (paper units) <- the scale's ``base`` <- mapped fields
-    (depth, image scale and max size, scale jitter, OHEM batch, iterations = base iterations x schedule multiple,
-    pretrained weights per depth). Raises StudyError/ConfigError naming the key for anything invalid.
+    Order: RunConfig's paper defaults <- row overrides (paper units) <- the scale's ``base`` (except
+    :data:`PAPER_SOLVER_FIELDS` for a row with ``solver.paper_solver``) <- mapped fields (depth, image scale and max
+    size, scale jitter, OHEM batch, iterations = base iterations x schedule multiple, pretrained weights per depth).
+    Raises StudyError/ConfigError naming the key for anything invalid.
     """
-    paper, schedule, jitter = _split(overrides)
+    paper, schedule, jitter, paper_solver = _split(overrides)
     cfg = merge(paper, scale.get("base") or {})
+    if paper_solver:
+        for field in PAPER_SOLVER_FIELDS:
+            cfg["solver"][field] = paper["solver"][field]
     maps = scale["maps"]
     depth = _lookup(maps["depth"], paper["model"]["depth"], "maps.depth")
     cfg["model"]["depth"] = depth["ours"]
@@ -232,16 +259,17 @@ def weights_path(scale: dict, depth: int) -> str:
 def paper_units(overrides: dict) -> dict:
     """The row's run config in paper units (no scale applied), as plain dicts, plus the schedule multiple and the
     jitter flag under ``solver.schedule`` / ``data.jitter``: what the run's name is made of."""
-    paper, schedule, jitter = _split(overrides)
+    paper, schedule, jitter, _ = _split(overrides)
     paper["solver"]["schedule"] = schedule
     paper["data"]["jitter"] = jitter
     return paper
 
 
-def run_name(overrides: dict) -> str:
+def run_name(overrides: dict, scale: dict | None = None) -> str:
     """Readable name in paper units, e.g. ``r50-600-fl-g2-a0.25``, ``r101-600-ohem13-b128-n0.5``,
     ``r50-600-fls-g2-b1-a0.25``, ``r50-600-fl-g2-a0.25-sc1-ar1``, ``r50-600-ce-a0.5-zinit``,
-    ``r101-800-fl-g2-a0.25-jit-1.5x``. The seed suffix (``-s0``) is added by :func:`run_id`."""
+    ``r101-800-fl-g2-a0.25-jit-1.5x``, and ``r50-600-ce-a0.5-papersgd`` where the row keeps the paper's learning
+    strategy against the ``scale``'s changes to it. The seed suffix (``-s0``) is added by :func:`run_id`."""
     p = paper_units(overrides)
     loss = p["loss"]
     alpha = f"-a{fmt(loss['alpha'])}" if loss["alpha"] is not None else ""
@@ -269,6 +297,8 @@ def run_name(overrides: dict) -> str:
         parts.append("jit")
     if p["solver"]["schedule"] != 1.0:
         parts.append(f"{fmt(p['solver']['schedule'])}x")
+    if scale is not None and _keeps_paper_solver(scale, overrides):
+        parts.append("papersgd")
     return "-".join(parts)
 
 
@@ -342,7 +372,7 @@ def build_study(scale: dict) -> Study:
 
     def add(row: Row, seed: int, where: str) -> str:
         try:
-            name = run_name(row.overrides)
+            name = run_name(row.overrides, scale)
             cfg = resolve(scale, row.overrides, seed)
         except ConfigError as exc:
             raise StudyError(f"{where}: {exc}") from None
