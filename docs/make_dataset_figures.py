@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw
 
-from retinanet import synthetic
+from retinanet import scene, synthetic
 from retinanet.synthetic import CLASSES, DISTRACTORS, DatasetSpec
 
 IMG = Path(__file__).resolve().parent / "img"
@@ -29,14 +29,14 @@ def gallery(tile: int = 64, zoom: int = 2) -> None:
         row = []
         for name in names:
             rng = np.random.default_rng(0)
-            polys = synthetic._shape(name, rng)
+            polys = scene._shape(name, rng)
             outer = np.concatenate([v for v, f in polys if f])
             lo, hi = outer.min(axis=0), outer.max(axis=0)
             scale = 0.7 * tile / (hi - lo).max()
             offset = (tile - (hi - lo) * scale) / 2
             polys = [((v - lo) * scale + offset, f) for v, f in polys]
             box = np.concatenate([offset, offset + (hi - lo) * scale])
-            (x0, y0), alpha = synthetic._rasterize(polys, box, spec.image_size)
+            (x0, y0), alpha = scene._rasterize(polys, box, spec.image_size)
             img = np.full((tile, tile, 3), 200.0)
             h, w = alpha.shape
             region = img[y0 : y0 + h, x0 : x0 + w]

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from pycocotools.coco import COCO
 
-from retinanet import synthetic
+from retinanet import scene, synthetic
 from retinanet.config import ConfigError
 from retinanet.synthetic import CLASSES, DISTRACTORS, DatasetSpec, area_thresholds, generate, make_dataset
 
@@ -103,9 +103,9 @@ def test_boxes_are_tight_around_the_drawn_shape(name: str) -> None:
     rng = np.random.default_rng(0)
     spec = DatasetSpec(image_size=96)
     for _ in range(5):
-        polys, box = synthetic._place(rng, name, 30.0, spec)
+        polys, box = scene._place(rng, name, 30.0, spec)
         assert 0 <= box[0] < box[2] <= 96 and 0 <= box[1] < box[3] <= 96
-        (x0, y0), alpha = synthetic._rasterize(polys, box, spec.image_size)
+        (x0, y0), alpha = scene._rasterize(polys, box, spec.image_size)
         # The crop is the box rounded outwards; the shape touches all four sides of its box.
         assert alpha[:, 0].max() > 0 and alpha[:, -1].max() > 0
         assert alpha[0].max() > 0 and alpha[-1].max() > 0
@@ -114,7 +114,7 @@ def test_boxes_are_tight_around_the_drawn_shape(name: str) -> None:
 
 def test_images_without_objects_still_hold_distractors() -> None:
     spec = DatasetSpec(image_size=64, empty_fraction=1.0, max_strokes=0, noise_sigma=(0.0, 0.0))
-    image, objects = synthetic.render_image(np.random.default_rng(5), spec)
+    image, objects = scene.render_image(np.random.default_rng(5), spec)
     assert objects == []
     assert image.shape == (64, 64, 3) and image.dtype == np.uint8
 
