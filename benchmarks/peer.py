@@ -94,24 +94,25 @@ def build_peer(ours: RetinaNet, cfg: RunConfig) -> TorchvisionRetinaNet:
     return peer
 
 
+def peer_key(key: str, head_convs: int) -> str | None:
+    """torchvision's name for our state_dict entry ``key`` (None for ``fg_ema``, which the peer does not have)."""
+    if key == "fg_ema":
+        return None
+    if key.startswith("backbone."):
+        return key
+    sub, idx, leaf = key.split(".")[1:]  # head.{cls,box}_subnet.<i>.{weight,bias}
+    tv = "classification_head" if sub == "cls_subnet" else "regression_head"
+    layer = int(idx) // 2
+    if layer < head_convs:
+        return f"head.{tv}.conv.{layer}.0.{leaf}"
+    last = "cls_logits" if sub == "cls_subnet" else "bbox_reg"
+    return f"head.{tv}.{last}.{leaf}"
+
+
 def peer_state_dict(ours: RetinaNet, head_convs: int) -> dict[str, Tensor]:
     """Our state_dict under torchvision's names (parameter order is the same on both sides)."""
-    out: dict[str, Tensor] = {}
-    for key, value in ours.state_dict().items():
-        if key == "fg_ema":
-            continue
-        if key.startswith("backbone."):
-            out[key] = value
-            continue
-        sub, idx, leaf = key.split(".")[1:]  # head.{cls,box}_subnet.<i>.{weight,bias}
-        tv = "classification_head" if sub == "cls_subnet" else "regression_head"
-        layer = int(idx) // 2
-        if layer < head_convs:
-            out[f"head.{tv}.conv.{layer}.0.{leaf}"] = value
-        else:
-            last = "cls_logits" if sub == "cls_subnet" else "bbox_reg"
-            out[f"head.{tv}.{last}.{leaf}"] = value
-    return out
+    return {name: value for key, value in ours.state_dict().items()
+            if (name := peer_key(key, head_convs)) is not None}
 
 
 def peer_losses(peer: TorchvisionRetinaNet, images: Tensor, targets: list[dict[str, Tensor]]) -> Tensor:
