@@ -39,7 +39,7 @@ from retinanet.config import RunConfig, load, to_dict
 from retinanet.data import build_dataset, build_train_loader, check_num_classes
 from retinanet.evaluate import evaluate_run
 from retinanet.model import RetinaNet, build_model
-from retinanet.solver import WarmupMultiStepSchedule, plan_batch
+from retinanet.solver import WarmupMultiStepSchedule, build_optimizer, plan_batch
 from retinanet.train import CONFIG, FINAL, LOG, RESULT, parse_overrides, seed_everything, train
 
 
@@ -76,8 +76,7 @@ def train_peer(cfg: RunConfig, out: str | Path) -> dict[str, Any]:
     check_num_classes(dataset, cfg.model.num_classes)
     ours = build_model(cfg)
     peer = build_peer(ours, cfg)
-    optimizer = torch.optim.SGD([p for p in peer.parameters() if p.requires_grad], lr=plan.lr,
-                                momentum=cfg.solver.momentum, weight_decay=cfg.solver.weight_decay)
+    optimizer = build_optimizer(peer, cfg.solver)  # our training's SGD over the trainable parameters
     schedule = WarmupMultiStepSchedule(cfg.solver, plan.lr)
     loader = build_train_loader(cfg, dataset, world_size=1, rank=0, accumulation_steps=plan.accumulation_steps,
                                 start_iter=0)
