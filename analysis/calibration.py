@@ -8,6 +8,7 @@ Markdown table:
 - wall time per job, by rule and by model (depth, image size), median [min-max], and their sum;
 - the pretraining jobs: held-out accuracy and seconds;
 - AP of the default FL run (Table 3's ``loss=FL,gamma=2``: mean ± std over seeds, each seed);
+- AP of Table 2's model: the same loss at the scale's long schedule, with scale jitter;
 - the seed-to-seed standard deviation of AP for every row that has several seeds;
 - the foreground : all anchor ratio.
 
@@ -30,6 +31,8 @@ from analysis.study_io import Study, load_entry, load_study, read_json, read_wal
 
 FL_KEY = ("3", "loss=FL,gamma=2")
 """The default FL run: Table 3's FL row (gamma 2, alpha .25 at the ablation setting)."""
+LONG_TABLE = "2"
+"""Table 2: the default FL loss at the scale's ``long_schedule`` (a multiple of the ablations' iterations)."""
 
 
 def _spread(values: list[float]) -> str:
@@ -76,6 +79,11 @@ def table(workdir: str | Path, anchor_stats: str | Path | None = None) -> str:
         raise AnalysisInputError(f"{workdir / 'study.json'}: no Table {FL_KEY[0]} row {FL_KEY[1]!r}")
     fl = seed_values(load_entry(study, entries[FL_KEY], f"table {FL_KEY[0]}"), "AP")
     rows.append(("AP of the default FL run (gamma 2, alpha .25), mean ± std", f"{fl.format(2)} ({fl.format_seeds(2)})"))
+    for entry in study.data.get("tables", {}).get(LONG_TABLE, []):
+        if "metrics" in entry:
+            v = seed_values(load_entry(study, entry, f"table {LONG_TABLE}"), "AP")
+            rows.append((f"AP of Table {LONG_TABLE}'s {entry['key']} (FL gamma 2, alpha .25, {entry['schedule']:g}x "
+                         "schedule, scale jitter)", f"{v.format(2)} ({v.format_seeds(2)})"))
     for (tid, key), entry in sorted(entries.items()):
         if len(entry.get("metrics", {})) > 1:
             v = seed_values(load_entry(study, entry, f"table {tid}"), "AP")

@@ -12,14 +12,16 @@ from analysis.errors import AnalysisInputError
 
 
 def _workdir(root: Path) -> Path:
-    """A finished 3-run study: FL over seeds 0-2 (AP 10, 12, 14; ResNet-18, 128 px) and one ResNet-34 run."""
+    """A finished 3-run study: FL over seeds 0-2 (AP 10, 12, 14; ResNet-18, 128 px), one ResNet-34 run and Table 2's
+    long-schedule run (AP 31, 4x the iterations)."""
     w = root / "work" / "mini"
     runs, fl_metrics = {}, {}
     for rid, depth, ap, train_s in (("fl-s0", 18, 10.0, 80.0), ("fl-s1", 18, 12.0, 90.0), ("fl-s2", 18, 14.0, 100.0),
-                                    ("deep-s0", 34, 9.0, 150.0)):
+                                    ("deep-s0", 34, 9.0, 150.0), ("long-s0", 18, 31.0, 400.0)):
         cfg = w / "configs" / f"{rid}.yaml"
         cfg.parent.mkdir(parents=True, exist_ok=True)
-        cfg.write_text(f"model: {{depth: {depth}}}\ndata: {{min_size: 128}}\nsolver: {{iterations: 500}}\n")
+        iterations = 2000 if rid.startswith("long") else 500
+        cfg.write_text(f"model: {{depth: {depth}}}\ndata: {{min_size: 128}}\nsolver: {{iterations: {iterations}}}\n")
         metrics = w / "eval" / rid / "metrics.json"
         metrics.parent.mkdir(parents=True, exist_ok=True)
         metrics.write_text(json.dumps({"AP": ap, "status": "completed"}))
@@ -35,7 +37,9 @@ def _workdir(root: Path) -> Path:
     (w / "weights" / "resnet18-pretrain.pth.json").write_text(json.dumps(
         {"config": {"iterations": 500}, "val_accuracy": 0.79, "wall_s": 250.0}))
     study = {"scale": "mini", "runs": runs, "tables": {"3": [{"key": "loss=FL,gamma=2", "metrics": fl_metrics},
-                                                            {"key": "loss=CE", "metrics": {"0": fl_metrics["0"]}}]}}
+                                                            {"key": "loss=CE", "metrics": {"0": fl_metrics["0"]}}],
+                                                      "2": [{"key": "RetinaNet-50-800", "schedule": 4.0,
+                                                             "metrics": {"0": runs["long-s0"]["metrics"]}}]}}
     (w / "study.json").write_text(json.dumps(study))
     return w
 
@@ -52,10 +56,13 @@ def test_table_reports_times_ap_and_seed_spread(tmp_path: Path, monkeypatch: pyt
     assert rows["train job wall time, R18 128 px, 500 it"] == "90 s [80-100] (n=3)"
     assert rows["train job wall time, R34 128 px, 500 it"] == "150 s [150-150] (n=1)"
     assert rows["evaluate job wall time, R18 128 px, 500 it"] == "10 s [10-10] (n=3)"
-    assert rows["sum of job wall times: train + evaluate; all other jobs"] == "0.13 h; 0.5 min (1 jobs)"
+    assert rows["train job wall time, R18 128 px, 2000 it"] == "400 s [400-400] (n=1)"
+    assert rows["sum of job wall times: train + evaluate; all other jobs"] == "0.24 h; 0.5 min (1 jobs)"
     assert rows["pretraining resnet18-pretrain (500 steps)"] == "held-out accuracy 79.0 %, 250 s"
     assert rows["AP of the default FL run (gamma 2, alpha .25), mean ± std"] == \
         "12.00 ± 2.00 (s0 10.00, s1 12.00, s2 14.00)"
+    assert rows["AP of Table 2's RetinaNet-50-800 (FL gamma 2, alpha .25, 4x schedule, scale jitter)"] == \
+        "31.00 (s0 31.00)"
     assert rows["seed std of AP, Table 3 loss=FL,gamma=2"].startswith("2.00 (mean 12.00")
     assert not any("loss=CE" in k for k in rows)  # one seed: no spread to report
     assert rows["foreground : all anchors per image"].startswith("17.3 : 3069 (0.56 %)")
