@@ -257,10 +257,12 @@ def test_number_format_of_keys(value, text):
 def test_mini_maps_depth_and_scale_and_keeps_paper_names():
     scale = load_scale({"scale": "mini"}, CONFIG)
     study = build_study(scale)
-    cfg = study.runs["r50-800-fl-g2-a0.25-jit-4x-s0"]  # Table 2 at mini's deep_depth 50 and long schedule 4x
-    assert cfg.model.depth == 18 and cfg.data.min_size == 160
-    assert cfg.data.train_min_sizes == scale["maps"]["jitter"]
-    assert cfg.solver.iterations == 4 * scale["base"]["solver"]["iterations"] == 2000
+    # Table 2 at mini's deep_depth 50, the largest scale of its cut Table 1e grid (600) and the paper's 1.5x
+    cfg = study.runs["r50-600-fl-g2-a0.25-jit-1.5x-s0"]
+    assert cfg.model.depth == 18 and cfg.data.min_size == 128
+    assert cfg.data.train_min_sizes == scale["maps"]["jitter"] and max(cfg.data.train_min_sizes) == 128
+    assert cfg.solver.iterations == 1.5 * scale["base"]["solver"]["iterations"] == 1500
+    assert cfg.solver.steps == [0.8, 0.93]
     assert study.runs["r101-600-fl-g2-a0.25-s0"].model.depth == 34
     assert study.runs["r101-600-fl-g2-a0.25-s0"].model.pretrained == "work/mini/weights/resnet34-pretrain.pth"
     assert study.runs["r50-600-fl-g2-a0.25-s0"].model.pretrained == "work/mini/weights/resnet18-pretrain.pth"

@@ -71,7 +71,7 @@ rule time:
     params:
         run_dir=run_dir,
         options=timing_args,
-    threads: config["job_threads"]
+    threads: config.get("timing_threads", config["job_threads"])   # mini: all cores, so nothing runs beside it
     conda:
         "../../environment.yml"
     shell:
