@@ -5,7 +5,8 @@ RUNDIR after a run::
     config.resolved.yaml   the full RunConfig
     provenance.json        git commit, packages, host, device, batch plan, precision, data report
     log.jsonl              one JSON object per logging step (see LOG_KEYS)
-    checkpoints/last.pt    periodic + final training state (model, optimizer, schedule, iteration, RNG states)
+    checkpoints/last.pt    periodic training state (model, optimizer, schedule, iteration, RNG states), kept only
+                           while the run is unfinished (deleted once a completed run has its model_final.pt)
     model_final.pt         the trained weights (completed runs only)
     result.json            written last: {"status": "completed" | "diverged", "iteration", "wall_s", "batch", ...}
 
@@ -224,10 +225,11 @@ def _train(cfg: RunConfig, out: Path, resume: bool, info: distributed.DistInfo, 
               "precision": cfg.precision, "channels_last": cfg.channels_last}
     if info.is_main:
         if status == "completed":
-            _save_state(out / LAST, model, optimizer, schedule, iterations, cfg, wall_s)
             checkpoint.save({"model": model.state_dict(), "config": to_dict(cfg), "iteration": iterations},
                             out / FINAL)
         atomic.write_json(out / RESULT, result)
+        if status == "completed":  # only resuming needs the training state; it is 2/3 of a run's disk
+            (out / LAST).unlink(missing_ok=True)
         print(f"train: {status} at iteration {stop_iter} in {wall_s:.1f} s -> {out}", file=sys.stderr)
     distributed.barrier()
     return result
