@@ -271,13 +271,14 @@ def test_mini_maps_depth_and_scale_and_keeps_paper_names():
 
 
 def test_mini_headline_contrasts_have_three_seeds():
+    """FL vs alpha-CE, FL vs OHEM and FL* vs FL over 3 seeds; Table 5.1 (a divergence against ~22 AP) at 1 seed."""
     study = build_study(load_scale({"scale": "mini"}, CONFIG))
     t = study.manifest["tables"]
-    for table, key in [("3", "loss=CE"), ("3", "loss=FL,gamma=2"), ("3", "loss=FL*,gamma=2,beta=1"),
-                       ("5.1", "init=zero"), ("5.1", "init=prior"), ("1d", "method=FL"),
-                       ("1d", "method=OHEM,batch=128,nms=0.5"), ("1a", "alpha=0.75")]:
+    for table, key, seeds in [("3", "loss=CE", 3), ("3", "loss=FL,gamma=2", 3), ("3", "loss=FL*,gamma=2,beta=1", 3),
+                              ("1d", "method=FL", 3), ("1d", "method=OHEM,batch=128,nms=0.5", 3),
+                              ("1a", "alpha=0.75", 3), ("5.1", "init=zero", 1), ("5.1", "init=prior", 1)]:
         (row,) = [r for r in t[table] if r["key"] == key]
-        assert len(row["seeds"]) >= 3 and len(row["metrics"]) == len(row["seeds"])
+        assert len(row["seeds"]) == seeds and len(row["metrics"]) == len(row["seeds"]), (table, key)
 
 
 @pytest.mark.parametrize("name", ["paper", "mini", "smoke"])

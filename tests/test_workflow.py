@@ -75,6 +75,19 @@ def test_slurm_profile_from_the_repository_root_selects_the_paper_scale(tmp_path
     assert _job_counts(out)["train"] == 95
 
 
+def test_pretraining_options_can_differ_per_depth(tmp_path: Path):
+    """``weights.depth_args`` replaces ``weights.args`` keys for one depth only (mini pretrains ResNet-34 less)."""
+    weights = ("weights={source: pretrain, cache: work/smoke/weights, args: {iterations: 40, batch_size: 8, crop: 16},"
+               " depth_args: {resnet34: {iterations: 7}}}")
+    res = snakemake(tmp_path, "-n", "-p", "--config", "scale=smoke", weights)
+    assert res.returncode == 0, res.stderr[-3000:]
+    commands = {m.group(1): m.group(0) for m in re.finditer(r"retinanet pretrain .*--depth (\d+) .*", res.stdout)}
+    assert "--iterations 40 --batch-size 8 --crop 16" in commands["18"]
+    assert "--iterations 7 --batch-size 8 --crop 16" in commands["34"]
+    bad = snakemake(tmp_path, "-n", "--config", "scale=smoke", weights.replace("resnet34:", "resnet33:"))
+    assert bad.returncode != 0 and "weights.depth_args: 'resnet33' is not one of" in bad.stdout + bad.stderr
+
+
 def test_default_scale_is_mini(tmp_path: Path):
     res = snakemake(tmp_path, "-n", "work/mini/study.json")
     assert res.returncode == 0, res.stderr[-3000:]

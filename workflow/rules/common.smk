@@ -55,8 +55,11 @@ def slurm_cpus(wildcards, resources, threads):
 
 
 def pretrain_args(wildcards):
-    """``weights.args`` of the scale as ``python -m retinanet pretrain`` options."""
-    return _options(config["weights"].get("args"))
+    """``weights.args`` of the scale, with ``weights.depth_args["resnet<depth>"]`` over them, as ``python -m retinanet
+    pretrain`` options."""
+    weights = config["weights"]
+    per_depth = (weights.get("depth_args") or {}).get(f"resnet{wildcards.depth}")
+    return _options({**(weights.get("args") or {}), **(per_depth or {})})
 
 
 def _options(mapping):
