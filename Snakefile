@@ -9,14 +9,15 @@ import os
 import sys
 from pathlib import Path
 
+import yaml
 from snakemake.utils import min_version
 
 min_version("9.0")
 
 sys.path.insert(0, workflow.basedir)
+from retinanet import atomic  # noqa: E402
 from workflow.study import (  # noqa: E402
-    ANALYTIC_FIGURES, FIGURES, TABLES, build_study, check_config, load_scale, paths, write_json_atomic,
-    write_yaml_atomic,
+    ANALYTIC_FIGURES, FIGURES, TABLES, build_study, check_config, load_scale, paths,
 )
 
 

@@ -179,7 +179,7 @@ def main(argv: list[str] | None = None) -> int:
     import argparse
 
     from analysis.cli import run_cli
-    from analysis.outputs import write_text_atomic
+    from retinanet.atomic import write_text
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--study", required=True)
@@ -202,7 +202,7 @@ def main(argv: list[str] | None = None) -> int:
         text = build_report(load_study(args.study), load_paper_values(args.paper_values), figures=figures,
                             report_dir=out.parent, wall_files=args.wall, elapsed_s=args.elapsed_s,
                             provenance=args.provenance)
-        write_text_atomic(out, text)
+        write_text(out, text)
 
     return run_cli(parser, run, argv)
 

@@ -221,7 +221,7 @@ def main(argv: list[str] | None = None) -> int:
     import argparse
 
     from analysis.cli import run_cli
-    from analysis.outputs import write_text_atomic
+    from retinanet.atomic import write_text
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--study", required=True, help="study manifest (study.json)")
@@ -235,8 +235,8 @@ def main(argv: list[str] | None = None) -> int:
         built = {tid: build_table(pv.tables[tid], study) for tid in args.tables}  # read everything before writing
         for tid, rows in built.items():
             paper = pv.tables[tid]
-            write_text_atomic(Path(args.out_dir) / f"table_{tid}.csv", to_csv(rows, paper.columns, study.scale))
-            write_text_atomic(Path(args.out_dir) / f"table_{tid}.md", to_markdown(paper, rows, study.scale))
+            write_text(Path(args.out_dir) / f"table_{tid}.csv", to_csv(rows, paper.columns, study.scale))
+            write_text(Path(args.out_dir) / f"table_{tid}.md", to_markdown(paper, rows, study.scale))
 
     return run_cli(parser, run, argv)
 

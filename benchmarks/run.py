@@ -21,7 +21,7 @@ from pathlib import Path
 import torch
 
 from benchmarks import detector, focal, harness, study
-from retinanet import allocator
+from retinanet import allocator, atomic
 from retinanet.evaluate import inference_memory_format
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -229,9 +229,7 @@ def write_doc(path: Path, block: str) -> None:
         text = text.rstrip() + f"\n\n{BEGIN}\n{END}\n"
     before, rest = text.split(BEGIN, 1)
     after = rest.split(END, 1)[1]
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(f"{before}{BEGIN}\n{block}{END}{after}")
-    os.replace(tmp, path)
+    atomic.write_text(path, f"{before}{BEGIN}\n{block}{END}{after}")
 
 
 REPS = {"focal": 15, "train_mini": 10, "train_r50": 5, "infer_mini": 30, "infer_r50": 6, "bf16_train": 8}

@@ -1,4 +1,4 @@
-"""COCO-format detection data: annotation checks, box-aware transforms, batching and a resumable sampler.
+"""COCO-format detection data: the dataset, box-aware transforms, batching and the loaders.
 
 Shapes: an image is ``[3, h, w]`` float, normalized; a batch is ``[N, 3, H, W]`` with ``H, W`` multiples of
 ``data.size_divisibility`` (the coarsest stride, P7 = 2^7) and zero padding (the mean pixel after
@@ -20,22 +20,20 @@ Box policy (counted and reported by :meth:`CocoDetection.report`):
 Resizing is bilinear with antialiasing (Detectron used OpenCV's bilinear resize, without antialiasing; at the
 paper's scales COCO images are mostly upsampled, where the two agree).
 
-Refused (one-line :class:`DataError` naming the file and field): malformed JSON, a missing field or wrong type,
-an unknown ``category_id`` or ``image_id``, a missing or unreadable image, an image whose size differs from its
-JSON entry, a missing dataset root.
+Refused (one-line :class:`retinanet.coco_json.DataError` naming the file and field): everything
+:func:`retinanet.coco_json.load_coco_json` checks in the annotation file, a missing or unreadable image, an image
+whose size differs from its JSON entry, a missing dataset root.
 
-Data order (:class:`TrainBatchSampler`) and augmentation are a pure function of ``(seed, position in the
-stream)``, so a resumed run sees exactly the batches an uninterrupted run would, on any number of processes.
+Data order (:class:`retinanet.sampler.TrainBatchSampler`) and augmentation are a pure function of ``(seed,
+position in the stream)``, so a resumed run sees exactly the batches an uninterrupted run would, on any number of
+processes.
 """
 
 from __future__ import annotations
 
-import contextlib
-import io
-import json
 import math
 import random
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -44,94 +42,11 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from PIL import Image
-from pycocotools.coco import COCO
 from torch.utils.data import DataLoader, Dataset
 
+from retinanet.coco_json import DataError, load_coco_json
 from retinanet.config import ConfigError, DataConfig, RunConfig
-
-
-class DataError(ValueError):
-    """Bad dataset input: the message names the file and the field or value."""
-
-
-# --------------------------------------------------------------------------------------------------------------
-# Annotation file
-
-
-def _field(source: str, where: str, entry: dict, key: str, types: tuple[type, ...]) -> Any:
-    if not isinstance(entry, dict):
-        raise DataError(f"{source}: {where}: expected an object, got {type(entry).__name__}")
-    if key not in entry:
-        raise DataError(f"{source}: {where}.{key}: missing field")
-    value = entry[key]
-    if isinstance(value, bool) or not isinstance(value, types):
-        raise DataError(f"{source}: {where}.{key}: expected {'/'.join(t.__name__ for t in types)}, got {value!r}")
-    return value
-
-
-def load_coco_json(path: str | Path, *, require_annotations: bool = True) -> COCO:
-    """Read and check a COCO ``instances`` (or test-dev ``image_info``) JSON file; return a pycocotools COCO.
-
-    Checks every field the pipeline reads; raises :class:`DataError` naming the file and the field.
-    """
-    path = Path(path)
-    source = str(path)
-    try:
-        text = path.read_text()
-    except OSError as exc:
-        raise DataError(f"{source}: cannot read annotation file ({exc.strerror})") from None
-    try:
-        data = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise DataError(f"{source}: malformed JSON at line {exc.lineno} column {exc.colno}: {exc.msg}") from None
-    if not isinstance(data, dict):
-        raise DataError(f"{source}: top level: expected an object with images/annotations/categories")
-    for key in ("images", "categories") + (("annotations",) if require_annotations else ()):
-        if not isinstance(data.get(key), list):
-            raise DataError(f"{source}: {key}: missing field or not a list")
-    data.setdefault("annotations", [])
-    if not isinstance(data["annotations"], list):
-        raise DataError(f"{source}: annotations: not a list")
-    image_ids: set[int] = set()
-    for i, img in enumerate(data["images"]):
-        image_id = _field(source, f"images[{i}]", img, "id", (int,))
-        if image_id in image_ids:
-            raise DataError(f"{source}: images[{i}].id: duplicate image id {image_id}")
-        image_ids.add(image_id)
-        _field(source, f"images[{i}]", img, "file_name", (str,))
-        for key in ("height", "width"):
-            if _field(source, f"images[{i}]", img, key, (int,)) <= 0:
-                raise DataError(f"{source}: images[{i}].{key}: must be positive, got {img[key]}")
-    category_ids: set[int] = set()
-    for i, cat in enumerate(data["categories"]):
-        category_ids.add(_field(source, f"categories[{i}]", cat, "id", (int,)))
-    if not category_ids:
-        raise DataError(f"{source}: categories: empty")
-    known = ", ".join(str(c) for c in sorted(category_ids))
-    for i, ann in enumerate(data["annotations"]):
-        where = f"annotations[{i}]"
-        image_id = _field(source, where, ann, "image_id", (int,))
-        if image_id not in image_ids:
-            raise DataError(f"{source}: {where}.image_id: {image_id} is not in images")
-        category_id = _field(source, where, ann, "category_id", (int,))
-        if category_id not in category_ids:
-            raise DataError(f"{source}: {where}.category_id: {category_id} is not in categories (known: {known})")
-        bbox = _field(source, where, ann, "bbox", (list,))
-        if len(bbox) != 4 or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in bbox):
-            raise DataError(f"{source}: {where}.bbox: expected 4 numbers [x, y, w, h], got {bbox!r}")
-        if not all(math.isfinite(v) for v in bbox):
-            raise DataError(f"{source}: {where}.bbox: non-finite value in {bbox!r}")
-        if "iscrowd" in ann and ann["iscrowd"] not in (0, 1):
-            raise DataError(f"{source}: {where}.iscrowd: expected 0 or 1, got {ann['iscrowd']!r}")
-        ann.setdefault("id", i + 1)
-        ann.setdefault("iscrowd", 0)
-        ann.setdefault("area", float(bbox[2] * bbox[3]))
-    coco = COCO()
-    coco.dataset = data
-    with contextlib.redirect_stdout(io.StringIO()):  # pycocotools prints progress
-        coco.createIndex()
-    return coco
-
+from retinanet.sampler import TrainBatchSampler
 
 # --------------------------------------------------------------------------------------------------------------
 # Transforms (pure functions)
@@ -194,7 +109,7 @@ def read_image(path: Path) -> torch.Tensor:
 
 @dataclass(frozen=True)
 class Augment:
-    """Per-sample augmentation choice, drawn from the sample's seed (see :class:`TrainBatchSampler`)."""
+    """Per-sample augmentation choice, drawn from the sample's seed (:class:`retinanet.sampler.TrainBatchSampler`)."""
 
     min_size: int
     flip: bool
@@ -332,83 +247,6 @@ class _Collate:
 
     def __call__(self, samples: list) -> tuple[torch.Tensor, list[dict], list[tuple[int, int]]]:
         return collate(samples, self.size_divisibility)
-
-
-# --------------------------------------------------------------------------------------------------------------
-# Sampler
-
-
-def sample_seed(seed: int, epoch: int, position: int) -> int:
-    """Augmentation seed of the sample at ``position`` of ``epoch``'s stream (independent of world size)."""
-    return int(np.random.SeedSequence([seed, epoch, position]).generate_state(1)[0])
-
-
-class TrainBatchSampler:
-    """Infinite, resumable, distributed stream of per-process batches of ``(index, augmentation seed)``.
-
-    Each epoch is a permutation of the dataset drawn from ``(seed, epoch)``; it is cut into micro-batches of
-    ``images_per_batch`` images (with ``groups``, images of one aspect group per micro-batch, the leftovers of
-    all groups then form mixed micro-batches; an incomplete last micro-batch is dropped), so every epoch has the
-    same number of micro-batches. Micro-batch ``m`` of the global stream goes to optimizer step
-    ``m // (accumulation_steps * world_size)``, accumulation step ``(m // world_size) % accumulation_steps`` and
-    rank ``m % world_size``: the same images make up each optimizer step whatever the number of processes. This
-    is the job of ``torch.utils.data.DistributedSampler`` (disjoint shards of one seeded permutation per epoch),
-    made resumable at any iteration: the stream starts at ``start_iter``.
-    """
-
-    def __init__(self, num_images: int, *, images_per_batch: int, seed: int, world_size: int = 1, rank: int = 0,
-                 accumulation_steps: int = 1, start_iter: int = 0, groups: Sequence[int] | None = None) -> None:
-        if num_images < images_per_batch:
-            raise DataError(f"training set has {num_images} images, fewer than solver.images_per_process="
-                            f"{images_per_batch}")
-        self.num_images = num_images
-        self.images_per_batch = images_per_batch
-        self.seed = seed
-        self.world_size = world_size
-        self.rank = rank
-        self.accumulation_steps = accumulation_steps
-        self.start_iter = start_iter
-        self.groups = list(groups) if groups is not None else None
-        self._cache: tuple[int, np.ndarray, list[list[int]]] | None = None
-        self.batches_per_epoch = len(self.epoch(0)[1])
-        if self.batches_per_epoch == 0:
-            raise DataError(f"training set: no complete batch of {images_per_batch} images per epoch")
-
-    def epoch(self, epoch: int) -> tuple[np.ndarray, list[list[int]]]:
-        """``epoch``'s permutation [num_images] and its micro-batches (lists of positions in the permutation)."""
-        if self._cache is not None and self._cache[0] == epoch:
-            return self._cache[1], self._cache[2]
-        perm = np.random.default_rng([self.seed, epoch]).permutation(self.num_images)
-        size = self.images_per_batch
-        batches: list[list[int]] = []
-        if self.groups is None:
-            positions = list(range(self.num_images))
-        else:
-            buffers: dict[int, list[int]] = {}
-            for pos, index in enumerate(perm):
-                buf = buffers.setdefault(self.groups[index], [])
-                buf.append(pos)
-                if len(buf) == size:
-                    batches.append(buf.copy())
-                    buf.clear()
-            positions = sorted(p for buf in buffers.values() for p in buf)
-        batches += [positions[i:i + size] for i in range(0, len(positions) - size + 1, size)]
-        self._cache = (epoch, perm, [[int(p) for p in b] for b in batches])
-        return perm, self._cache[2]
-
-    def micro_batch(self, m: int) -> list[tuple[int, int]]:
-        """Global micro-batch ``m`` as ``[(dataset index, augmentation seed)]``."""
-        epoch, k = divmod(m, self.batches_per_epoch)
-        perm, batches = self.epoch(epoch)
-        positions = batches[k]
-        return [(int(perm[p]), sample_seed(self.seed, epoch, p)) for p in positions]
-
-    def __iter__(self) -> Iterator[list[tuple[int, int]]]:
-        per_iter = self.accumulation_steps * self.world_size
-        m = self.start_iter * per_iter + self.rank
-        while True:
-            yield self.micro_batch(m)
-            m += self.world_size
 
 
 # --------------------------------------------------------------------------------------------------------------

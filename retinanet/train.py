@@ -22,7 +22,7 @@ Weights are checked to be finite before every checkpoint and at the end, so no c
 
 Resume (``--resume auto``): model, optimizer, schedule, iteration, RNG states and the data stream position are
 restored from ``checkpoints/last.pt``; the data order and augmentation are a function of (seed, position)
-(:class:`retinanet.data.TrainBatchSampler`), so on CPU a killed and resumed run ends bitwise equal to an
+(:class:`retinanet.sampler.TrainBatchSampler`), so on CPU a killed and resumed run ends bitwise equal to an
 uninterrupted one.
 """
 

@@ -10,10 +10,9 @@ import pytest
 import torch
 from tiny_coco import CATEGORY_IDS, COLORS, tiny_config, write_coco
 
+from retinanet.coco_json import DataError
 from retinanet.data import (
     CocoDetection,
-    DataError,
-    TrainBatchSampler,
     build_dataset,
     build_train_loader,
     collate,
@@ -23,6 +22,7 @@ from retinanet.data import (
     resize_scale,
     resized_shape,
 )
+from retinanet.sampler import TrainBatchSampler
 
 MEAN, STD = [0.485, 0.456, 0.406], [0.229, 0.224, 0.225]
 

@@ -9,8 +9,8 @@ import torch
 from torchvision.ops.misc import FrozenBatchNorm2d
 
 from retinanet import pretrain
+from retinanet.coco_json import DataError
 from retinanet.config import ConfigError, ModelConfig
-from retinanet.data import DataError
 from retinanet.pretrain import PretrainConfig, load_split, sample_crops
 
 

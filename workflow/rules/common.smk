@@ -167,8 +167,8 @@ def output_dir(wildcards, output):
 def write_local(path, log_path, content):
     """Body of the small local rules: write ``content`` atomically as YAML (.yaml) or JSON, and a one-line log."""
     if path.endswith(".yaml"):
-        write_yaml_atomic(path, content)
+        atomic.write_text(path, yaml.safe_dump(content, sort_keys=False))
     else:
-        write_json_atomic(path, content)
+        atomic.write_json(path, content)
     Path(log_path).parent.mkdir(parents=True, exist_ok=True)
     Path(log_path).write_text(f"wrote {path}\n")

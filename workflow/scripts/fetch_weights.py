@@ -13,13 +13,13 @@ from __future__ import annotations
 
 import argparse
 import hashlib
-import os
 import re
 import shutil
 import sys
-import tempfile
 import urllib.request
 from pathlib import Path
+
+from retinanet import atomic
 
 
 class WeightsError(ValueError):
@@ -56,19 +56,13 @@ def fetch(url: str, out: str | Path) -> str:
     """Download ``url`` (http(s) or file://) to ``out`` atomically after checking its hash prefix; return the
     full SHA-256."""
     prefix = hash_prefix(url)
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as dst, urllib.request.urlopen(url, timeout=60) as src:  # noqa: S310
+    with atomic.atomic_path(out) as tmp:
+        with open(tmp, "wb") as dst, urllib.request.urlopen(url, timeout=60) as src:  # noqa: S310
             shutil.copyfileobj(src, dst)
         digest = sha256(tmp)
         if not digest.startswith(prefix):
             raise WeightsError(f"{url}: SHA-256 {digest[:16]}... does not start with the published {prefix}")
-        os.replace(tmp, out)
-        return digest
-    finally:
-        Path(tmp).unlink(missing_ok=True)
+    return digest
 
 
 def main(argv: list[str] | None = None) -> int:
