@@ -16,9 +16,8 @@ min_version("9.0")
 
 sys.path.insert(0, workflow.basedir)
 from retinanet import atomic  # noqa: E402
-from workflow.study import (  # noqa: E402
-    ANALYTIC_FIGURES, FIGURES, TABLES, build_study, check_config, load_scale, paths,
-)
+from workflow.scale import check_config, load_scale  # noqa: E402
+from workflow.study import ANALYTIC_FIGURES, FIGURES, TABLES, build_study, paths  # noqa: E402
 
 
 configfile: os.path.join(workflow.basedir, "config", "config.yaml")

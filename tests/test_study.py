@@ -16,15 +16,14 @@ import pytest
 import yaml
 
 from retinanet.config import ConfigError, RunConfig, to_dict
+from workflow.scale import load_scale, undeclared_overrides
 from workflow.study import (
     RUNTIME_FIELDS,
     StudyError,
     build_study,
     fmt,
-    load_scale,
     resolve,
     run_name,
-    undeclared_overrides,
 )
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -19,8 +19,9 @@ import pytest
 
 from retinanet.coco_layout import check
 from retinanet.config import DataConfig
+from workflow.scale import load_scale
 from workflow.scripts import fetch_weights, launch
-from workflow.study import build_study, load_scale
+from workflow.study import build_study
 
 ROOT = Path(__file__).resolve().parents[1]
 

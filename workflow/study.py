@@ -25,8 +25,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from retinanet.config import ConfigError, RunConfig, from_dict, merge, to_dict
 
 PAPER_ITERATIONS = RunConfig().solver.iterations
@@ -434,66 +432,3 @@ def build_study(scale: dict) -> Study:
         "figures": figures,
     }
     return Study(scale=scale, runs=runs, timed=sorted(set(timed)), loss_samples=[fig4_rid], manifest=manifest)
-
-
-def undeclared_overrides(scale: dict) -> list[str]:
-    """Fields the scale's ``base`` changes from the paper without a ``deviations`` entry (operational fields
-    excepted). A scale with an empty list is honest about what it changes."""
-    declared = {d["field"] for d in scale.get("deviations", [])}
-    paper = to_dict(RunConfig())
-    out = []
-
-    def walk(over: dict, ref: dict, prefix: str) -> None:
-        for key, value in over.items():
-            path = f"{prefix}{key}"
-            if isinstance(value, dict) and isinstance(ref.get(key), dict):
-                walk(value, ref[key], path + ".")
-            elif path not in OPERATIONAL_FIELDS and value != ref.get(key) and path not in declared:
-                out.append(path)
-
-    walk(scale.get("base") or {}, paper, "")
-    maps = scale["maps"]
-    identity = {
-        "model.depth": all(e["paper"] == e["ours"] for e in maps["depth"]),
-        "data.min_size": all(e["paper"] == e["min_size"] for e in maps["image_scale"]),
-        "loss.ohem_batch": all(e["paper"] == e["ours"] for e in maps["ohem_batch"]),
-    }
-    out += [f for f, same in identity.items() if not same and f not in declared]
-    return out
-
-
-# --------------------------------------------------------------------------------------------------------------
-# Scale config files.
-# --------------------------------------------------------------------------------------------------------------
-
-def load_scale(config: dict, config_dir: str | Path) -> dict:
-    """The full scale config: ``config_dir/<config['scale']>.yaml`` with ``config``'s keys merged over it.
-
-    This is how both ``--configfile config/paper.yaml`` (a complete file) and ``--config scale=paper`` (one key)
-    select a scale; any other key given on the command line or in a user config file overrides the scale's value.
-    """
-    name = config.get("scale")
-    if not name:
-        raise StudyError("config: 'scale' is missing (one of the files in config/: paper, mini, smoke)")
-    path = Path(config_dir) / f"{name}.yaml"
-    if not path.is_file():
-        have = sorted(p.stem for p in Path(config_dir).glob("*.yaml") if p.stem != "config")
-        raise StudyError(f"config: scale {name!r} has no file {path} (have: {', '.join(have)})")
-    base = yaml.safe_load(path.read_text()) or {}
-    return merge(base, config)
-
-
-def check_config(config: dict, schema_path: str | Path) -> None:
-    """Validate the merged scale config against the JSON schema; raise StudyError with one line naming the key."""
-    import jsonschema
-
-    schema = yaml.safe_load(Path(schema_path).read_text())
-    error = jsonschema.exceptions.best_match(jsonschema.Draft202012Validator(schema).iter_errors(config))
-    if error is None:
-        return
-    where = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in error.absolute_path).lstrip(".")
-    message = error.message
-    if error.validator == "additionalProperties":
-        allowed = sorted(error.schema.get("properties", {}))
-        message += f" (allowed: {', '.join(allowed)})"
-    raise StudyError(f"config {config.get('scale', '?')}: {where or '<root>'}: {message}")

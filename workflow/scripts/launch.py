@@ -24,9 +24,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-RUNTIME_FIELDS = ("threads",)
-"""Run config fields that say how a job runs, not what it trains (same as workflow/study.py's)."""
-
 
 def visible_gpus(env: dict[str, str] | None = None) -> int:
     """GPUs this process may use: ``nvidia-smi -L`` lines, capped by CUDA_VISIBLE_DEVICES when it is set."""
@@ -72,6 +69,7 @@ def _option(args: list[str], name: str) -> str | None:
 
 def _identity(path: Path) -> dict:
     from retinanet.config import load, to_dict
+    from workflow.study import RUNTIME_FIELDS
 
     d = to_dict(load(path))
     for key in RUNTIME_FIELDS:
