@@ -9,6 +9,7 @@ from pathlib import Path
 import yaml
 
 from analysis.errors import AnalysisInputError
+from retinanet.config import not_utf8
 
 PAPER_VALUES = Path(__file__).with_name("paper_values.yaml")
 
@@ -80,6 +81,8 @@ def load_paper_values(path: str | Path = PAPER_VALUES) -> PaperValues:
         data = yaml.safe_load(path.read_text(encoding="utf-8"))
     except (OSError, yaml.YAMLError) as exc:
         raise AnalysisInputError(f"{path}: cannot load paper values ({exc})") from None
+    except UnicodeDecodeError as exc:
+        raise AnalysisInputError(f"{path}: paper values file is {not_utf8(exc)}") from None
     tables = {}
     for tid, t in data["tables"].items():
         where = f"{path}: tables.{tid}"

@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 
 from analysis.errors import AnalysisInputError
+from retinanet.config import not_utf8
 
 METRIC_COLUMNS = ("AP", "AP50", "AP75", "APs", "APm", "APl")
 """COCO AP columns of ``metrics.json`` (percent, 0-100), in the paper's order."""
@@ -65,15 +66,22 @@ class Study:
         return alt if alt.exists() else p
 
 
-def read_json(path: str | Path, what: str = "JSON file") -> Any:
-    """Parse a JSON file or raise AnalysisInputError naming it."""
-    path = Path(path)
+def read_text(path: Path, what: str) -> str:
+    """A UTF-8 text file's content or AnalysisInputError naming it (missing, unreadable, not UTF-8)."""
     try:
-        text = path.read_text(encoding="utf-8")
+        return path.read_text(encoding="utf-8")
     except FileNotFoundError:
         raise AnalysisInputError(f"{path}: {what} not found") from None
     except OSError as exc:
         raise AnalysisInputError(f"{path}: cannot read {what} ({exc.strerror})") from None
+    except UnicodeDecodeError as exc:
+        raise AnalysisInputError(f"{path}: {what} is {not_utf8(exc)}") from None
+
+
+def read_json(path: str | Path, what: str = "JSON file") -> Any:
+    """Parse a JSON file or raise AnalysisInputError naming it."""
+    path = Path(path)
+    text = read_text(path, what)
     try:
         return json.loads(text)
     except json.JSONDecodeError as exc:
@@ -259,10 +267,7 @@ def read_wall_time(path: str | Path) -> float:
         data = read_json(path, "run result")
         value = data.get("wall_s") if isinstance(data, dict) else None
     else:
-        try:
-            lines = path.read_text(encoding="utf-8").splitlines()
-        except OSError as exc:
-            raise AnalysisInputError(f"{path}: cannot read benchmark file ({exc.strerror})") from None
+        lines = read_text(path, "benchmark file").splitlines()
         header = lines[0].split("\t") if lines else []
         if "s" not in header or len(lines) < 2:
             raise AnalysisInputError(f"{path}: expected a Snakemake benchmark TSV with an 's' column")
@@ -278,10 +283,7 @@ def read_wall_time(path: str | Path) -> float:
 def read_log(path: str | Path) -> list[dict]:
     """A run's ``log.jsonl``: one JSON object per logging step (iteration, loss_cls, loss_box, loss, lr, ...)."""
     path = Path(path)
-    try:
-        lines = path.read_text(encoding="utf-8").splitlines()
-    except FileNotFoundError:
-        raise AnalysisInputError(f"{path}: training log not found") from None
+    lines = read_text(path, "training log").splitlines()
     out = []
     for i, line in enumerate(lines, 1):
         if not line.strip():

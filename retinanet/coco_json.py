@@ -3,8 +3,8 @@
 :class:`DataError` is the error of the whole data path (annotation files, images, dataset folders, the sampler):
 its message names the file and the field or value. Checked here: malformed JSON, a missing field or wrong type, a
 duplicate image id, a non-positive image size, an unknown ``category_id`` or ``image_id``, a bbox that is not 4
-finite numbers, ``iscrowd`` other than 0/1. Missing ``id``, ``iscrowd`` and ``area`` of an annotation get COCO's
-defaults (the position, 0, the box area).
+finite numbers, ``iscrowd`` other than 0/1, a file that is not UTF-8. Missing ``id``, ``iscrowd`` and ``area`` of
+an annotation get COCO's defaults (the position, 0, the box area).
 """
 
 from __future__ import annotations
@@ -17,6 +17,8 @@ from pathlib import Path
 from typing import Any
 
 from pycocotools.coco import COCO
+
+from retinanet.config import not_utf8
 
 
 class DataError(ValueError):
@@ -42,9 +44,11 @@ def load_coco_json(path: str | Path, *, require_annotations: bool = True) -> COC
     path = Path(path)
     source = str(path)
     try:
-        text = path.read_text()
+        text = path.read_text(encoding="utf-8")
     except OSError as exc:
         raise DataError(f"{source}: cannot read annotation file ({exc.strerror})") from None
+    except UnicodeDecodeError as exc:
+        raise DataError(f"{source}: annotation file is {not_utf8(exc)}; JSON files must be UTF-8") from None
     try:
         data = json.loads(text)
     except json.JSONDecodeError as exc:

@@ -373,17 +373,47 @@ def merge(base: dict, override: dict) -> dict:
     return out
 
 
-def load(path: str | Path, overrides: dict | None = None) -> RunConfig:
-    """Load a run config YAML file, apply ``overrides`` and validate."""
-    path = Path(path)
+def not_utf8(exc: UnicodeDecodeError) -> str:
+    """Where a file failed to decode, for a message after its path: ``not UTF-8 (byte 0xe9 on line 2, offset 24)``."""
+    data = exc.object
+    line = data.count(b"\n", 0, exc.start) + 1 if isinstance(data, bytes) else "?"
+    byte = f"0x{data[exc.start]:02x}" if isinstance(data, bytes) else repr(data[exc.start])
+    return f"not UTF-8 (byte {byte} on line {line}, offset {exc.start})"
+
+
+def read_yaml_mapping(path: Path, what: str, error: type[ValueError] = ConfigError, hint: str = "") -> dict:
+    """The top-level mapping of a user's YAML file (``what``: ``config file``, ``scale config``...).
+
+    Raises ``error`` naming the file when it cannot be read, is not UTF-8 (with the byte offset), is not valid
+    YAML, is empty (nothing, only comments, or ``null``: an empty run config would otherwise silently be the full
+    paper configuration) or whose top level is not a mapping. ``hint`` ends the message of an empty file.
+    """
     try:
-        text = path.read_text()
+        text = path.read_text(encoding="utf-8")
     except OSError as exc:
-        raise ConfigError(f"{path}: cannot read config file ({exc.strerror})") from None
+        raise error(f"{path}: cannot read {what} ({exc.strerror})") from None
+    except UnicodeDecodeError as exc:
+        raise error(f"{path}: {what} is {not_utf8(exc)}") from None
     try:
-        data = yaml.safe_load(text) or {}
+        data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: invalid YAML: {exc}") from None
+        raise error(f"{path}: invalid YAML: {exc}") from None
+    if data is None:
+        raise error(f"{path}: empty {what} (no settings, only comments or null){hint}")
+    if not isinstance(data, dict):
+        raise error(f"{path}: <root>: expected a mapping of fields, got {type(data).__name__} {data!r:.60}")
+    return data
+
+
+def load(path: str | Path, overrides: dict | None = None) -> RunConfig:
+    """Load a run config YAML file, apply ``overrides`` and validate.
+
+    The file must state at least one field (:func:`read_yaml_mapping`): every field it leaves out takes the
+    paper's default.
+    """
+    path = Path(path)
+    data = read_yaml_mapping(path, "config file", hint="; to train the paper's defaults, state one of them, "
+                             "e.g. 'seed: 0'")
     return from_dict(merge(data, overrides or {}), source=str(path))
 
 

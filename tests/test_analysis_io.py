@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from pathlib import Path
 
 import numpy as np
@@ -11,6 +12,7 @@ import pytest
 
 from analysis.errors import AnalysisInputError
 from analysis.keys import format_number, parse_key
+from analysis.paper_values import PAPER_VALUES, load_paper_values
 from analysis.study_io import (
     Study,
     load_loss_samples,
@@ -56,6 +58,24 @@ def test_metrics_null_size_bucket_and_diverged(tmp_path):
     p.write_text(json.dumps({"AP": None, "status": "completed"}))
     with pytest.raises(AnalysisInputError, match="field 'AP'"):
         read_metrics(p)
+
+
+def test_files_that_are_not_utf8_are_named(tmp_path):
+    metrics, log, tsv = tmp_path / "metrics.json", tmp_path / "log.jsonl", tmp_path / "train.tsv"
+    metrics.write_bytes(b'{"AP": 1, "run": "caf\xe9"}')
+    log.write_bytes(b'{"iteration": 1}\n{"note": "\xe9"}\n')
+    tsv.write_bytes(b"s\th:m:s\n12.5\t0:00:12 \xe9\n")
+    for read, path, what in ((read_metrics, metrics, "metrics file"), (read_log, log, "training log"),
+                             (read_wall_time, tsv, "benchmark file")):
+        with pytest.raises(AnalysisInputError, match=rf"^{re.escape(str(path))}: {what} is not UTF-8 \(byte 0xe9"):
+            read(path)
+
+
+def test_paper_values_file_not_utf8_is_named(tmp_path):
+    path = tmp_path / "paper_values.yaml"
+    path.write_bytes(PAPER_VALUES.read_bytes().replace(b"tables:", b"# \xe9\ntables:", 1))
+    with pytest.raises(AnalysisInputError, match=rf"^{re.escape(str(path))}: paper values file is not UTF-8"):
+        load_paper_values(path)
 
 
 def test_timing_and_wall_time(tmp_path):

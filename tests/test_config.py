@@ -1,3 +1,5 @@
+import re
+
 import pytest
 
 from retinanet.config import ConfigError, RunConfig, dump, from_dict, load, merge, to_dict
@@ -60,6 +62,33 @@ def test_errors_name_the_file(tmp_path):
         load(path)
     with pytest.raises(ConfigError, match="cannot read config file"):
         load(tmp_path / "absent.yaml")
+
+
+def test_config_file_not_utf8_names_file_and_position(tmp_path):
+    path = tmp_path / "run.yaml"
+    path.write_bytes("loss:\n  gamma: 2.0  # café\n".encode("latin-1"))
+    with pytest.raises(ConfigError, match=rf"^{re.escape(str(path))}: config file is not UTF-8 \(byte 0xe9 on line 2, "
+                                          r"offset 25\)$"):
+        load(path)
+
+
+@pytest.mark.parametrize("text", ["", "# every field at the paper's value\n", "null\n", "---\n"])
+def test_empty_config_file_is_refused(tmp_path, text):
+    """An empty file would otherwise be the whole paper config: a 90k-iteration ResNet-50 run."""
+    path = tmp_path / "run.yaml"
+    path.write_text(text)
+    with pytest.raises(ConfigError, match=rf"^{re.escape(str(path))}: empty config file .*'seed: 0'"):
+        load(path)
+    path.write_text("seed: 0\n")
+    assert to_dict(load(path)) == to_dict(RunConfig())  # one stated default: the paper config, on purpose
+
+
+@pytest.mark.parametrize(("text", "got"), [("- loss\n- model\n", "list"), ("3\n", "int"), ("focal\n", "str")])
+def test_config_top_level_must_be_a_mapping(tmp_path, text, got):
+    path = tmp_path / "run.yaml"
+    path.write_text(text)
+    with pytest.raises(ConfigError, match=rf"^{re.escape(str(path))}: <root>: expected a mapping of fields, got {got}"):
+        load(path)
 
 
 def test_merge_is_recursive_and_lists_replace():

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -175,6 +176,15 @@ def test_malformed_json_names_file_and_position(tmp_path):
     path = tmp_path / "annotations" / "instances.json"
     path.write_text(path.read_text()[:-10])
     with pytest.raises(DataError, match=rf"^{path}: malformed JSON at line 1 column \d+"):
+        _dataset(tmp_path)
+
+
+def test_annotation_file_not_utf8_names_file_and_position(tmp_path):
+    write_coco(tmp_path)
+    path = tmp_path / "annotations" / "instances.json"
+    path.write_bytes(path.read_bytes().replace(b'"class3"', b'"caf\xe9"'))  # Latin-1, not UTF-8
+    with pytest.raises(DataError, match=rf"^{re.escape(str(path))}: annotation file is not UTF-8 \(byte 0xe9 on "
+                                        r"line 1, offset \d+\)"):
         _dataset(tmp_path)
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 import json
+import re
 from pathlib import Path
 
 import jsonschema
@@ -334,6 +335,18 @@ def test_collapsing_map_is_refused():
 def test_unknown_scale_lists_the_known_ones():
     with pytest.raises(StudyError, match="have: mini, paper, smoke"):
         load_scale({"scale": "huge"}, CONFIG)
+
+
+@pytest.mark.parametrize(("content", "message"), [
+    (b"", "empty scale config"),
+    (b"# nothing yet\n", "empty scale config"),
+    (b"- scale\n", "<root>: expected a mapping of fields, got list"),
+    (b"scale: mine  # caf\xe9\n", r"scale config is not UTF-8 \(byte 0xe9 on line 1"),
+])
+def test_unusable_scale_file_is_refused_with_its_name(tmp_path, content, message):
+    (tmp_path / "mine.yaml").write_bytes(content)
+    with pytest.raises(StudyError, match=f"^{re.escape(str(tmp_path / 'mine.yaml'))}: {message}"):
+        load_scale({"scale": "mine"}, tmp_path)
 
 
 def test_command_line_keys_override_the_scale_file():

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import yaml
 
-from retinanet.config import RunConfig, merge, to_dict
+from retinanet.config import RunConfig, merge, read_yaml_mapping, to_dict
 from workflow.study import OPERATIONAL_FIELDS, StudyError
 
 
@@ -45,6 +45,7 @@ def load_scale(config: dict, config_dir: str | Path) -> dict:
 
     This is how both ``--configfile config/paper.yaml`` (a complete file) and ``--config scale=paper`` (one key)
     select a scale; any other key given on the command line or in a user config file overrides the scale's value.
+    A scale file that is not UTF-8, not YAML, empty or not a mapping raises StudyError naming it.
     """
     name = config.get("scale")
     if not name:
@@ -53,7 +54,7 @@ def load_scale(config: dict, config_dir: str | Path) -> dict:
     if not path.is_file():
         have = sorted(p.stem for p in Path(config_dir).glob("*.yaml") if p.stem != "config")
         raise StudyError(f"config: scale {name!r} has no file {path} (have: {', '.join(have)})")
-    base = yaml.safe_load(path.read_text()) or {}
+    base = read_yaml_mapping(path, "scale config", StudyError)
     return merge(base, config)
 
 
