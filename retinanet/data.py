@@ -22,7 +22,8 @@ paper's scales COCO images are mostly upsampled, where the two agree).
 
 Refused (one-line :class:`retinanet.coco_json.DataError` naming the file and field): everything
 :func:`retinanet.coco_json.load_coco_json` checks in the annotation file, a missing or unreadable image, an image
-whose size differs from its JSON entry, a missing dataset root.
+whose size differs from its JSON entry, a missing dataset root, a training split with fewer images that keep a box
+than ``solver.images_per_process`` (:func:`check_train_images`).
 
 Data order (:class:`retinanet.sampler.TrainBatchSampler`) and augmentation are a pure function of ``(seed,
 position in the stream)``, so a resumed run sees exactly the batches an uninterrupted run would, on any number of
@@ -282,12 +283,33 @@ def check_num_classes(dataset: CocoDetection, num_classes: int) -> None:
                           f"{len(dataset.category_ids)} categories")
 
 
+def check_train_images(dataset: CocoDetection, images_per_process: int) -> None:
+    """DataError naming the annotation file unless the training split keeps at least ``images_per_process``
+    images with a box (the box policy drops the others), saying whether the file lists no images at all or
+    images without a usable (non-crowd, non-empty) box."""
+    kept, listed = len(dataset), len(dataset.coco.imgs)
+    if kept >= images_per_process:
+        return
+    source = dataset.annotation_file
+    if listed == 0:
+        raise DataError(f"{source}: images: the file lists no images; training needs at least "
+                        f"solver.images_per_process={images_per_process}")
+    counts = dataset.counts
+    kinds = {"crowd": "crowd", "dropped_nonpositive": "without width or height", "dropped_outside": "outside the image"}
+    why = ", ".join(f"{counts[k]} {text}" for k, text in kinds.items() if counts[k])
+    have = f"none of its {listed} images has" if kept == 0 else f"only {kept} of its {listed} images have"
+    raise DataError(f"{source}: annotations: {have} a non-crowd box with an area inside the image "
+                    f"({counts['annotations']} annotations{': ' + why if why else ''}); training needs at least "
+                    f"solver.images_per_process={images_per_process}")
+
+
 def build_train_loader(cfg: RunConfig, dataset: CocoDetection, *, world_size: int, rank: int,
                        accumulation_steps: int, start_iter: int, pin_memory: bool = False) -> DataLoader:
     """Infinite loader of ``(images, targets, image_sizes)`` for this process, starting at ``start_iter``.
 
     It draws nothing from the global RNGs (the order and augmentation come from the sampler; its own generator
     seeds the workers), so creating it at a resumed iteration leaves the restored RNG states untouched."""
+    check_train_images(dataset, cfg.solver.images_per_process)
     sampler = TrainBatchSampler(len(dataset), images_per_batch=cfg.solver.images_per_process, seed=cfg.seed,
                                 world_size=world_size, rank=rank, accumulation_steps=accumulation_steps,
                                 start_iter=start_iter,

@@ -44,7 +44,7 @@ from tqdm import tqdm
 
 from retinanet import atomic, checkpoint, distributed, provenance
 from retinanet.config import ConfigError, RunConfig, load, to_dict
-from retinanet.data import build_dataset, build_train_loader, check_num_classes
+from retinanet.data import build_dataset, build_train_loader, check_num_classes, check_train_images
 from retinanet.model import build_model
 from retinanet.solver import WarmupMultiStepSchedule, build_optimizer, plan_batch
 
@@ -120,6 +120,7 @@ def _train(cfg: RunConfig, out: Path, resume: bool, info: distributed.DistInfo, 
     seed_everything(cfg.seed)
     dataset = build_dataset(cfg.data, train=True)
     check_num_classes(dataset, cfg.model.num_classes)
+    check_train_images(dataset, cfg.solver.images_per_process)
     model = build_model(cfg).to(device)
     if cfg.channels_last:
         model = model.to(memory_format=torch.channels_last)

@@ -91,6 +91,25 @@ def test_bad_annotation_file(capsys, config_file, tmp_path):
     assert _no_complete_output(tmp_path / "run")
 
 
+def test_inputs_found_by_trying_them_name_their_file(capsys, config_file, tmp_path):
+    """Issue 16: a Latin-1 annotation file, a training split without boxes and an empty config file."""
+    run = tmp_path / "run"
+    ann = tmp_path / "data" / "annotations" / "instances.json"
+    data = json.loads(ann.read_text())
+    ann.write_bytes(json.dumps({**data, "info": {"contributor": "Ren\u00e9"}}).replace("\\u00e9", "\u00e9")
+                    .encode("latin-1"))
+    err = _error(capsys, ["train", "--config", str(config_file), "--out", str(run)])
+    assert err.startswith(f"error: {ann}: annotation file is not UTF-8 (byte 0xe9 on line 1, offset ")
+    ann.write_text(json.dumps({**data, "annotations": []}))
+    err = _error(capsys, ["train", "--config", str(config_file), "--out", str(run)])
+    assert err.startswith(f"error: {ann}: annotations: none of its 2 images has a non-crowd box")
+    empty = tmp_path / "empty.yaml"
+    empty.write_text("# to do\n")
+    err = _error(capsys, ["train", "--config", str(empty), "--out", str(run)])
+    assert err.startswith(f"error: {empty}: empty config file")
+    assert _no_complete_output(run) and not run.exists()
+
+
 def test_unreadable_image_in_a_loader_worker_is_one_line(capsys, config_file, tmp_path):
     (tmp_path / "data" / "images" / "0001.png").write_bytes(b"garbage")
     err = _error(capsys, ["train", "--config", str(config_file), "--out", str(tmp_path / "run"),

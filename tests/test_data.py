@@ -16,6 +16,7 @@ from retinanet.data import (
     CocoDetection,
     build_dataset,
     build_train_loader,
+    check_train_images,
     collate,
     hflip_boxes,
     normalize,
@@ -186,6 +187,26 @@ def test_annotation_file_not_utf8_names_file_and_position(tmp_path):
     with pytest.raises(DataError, match=rf"^{re.escape(str(path))}: annotation file is not UTF-8 \(byte 0xe9 on "
                                         r"line 1, offset \d+\)"):
         _dataset(tmp_path)
+
+
+def test_training_split_without_usable_boxes_names_the_file(tmp_path):
+    write_coco(tmp_path, num_images=3)
+    cfg = tiny_config(tmp_path)
+    path = _edit(tmp_path, lambda d: d.update(annotations=[]))
+    with pytest.raises(DataError, match=rf"^{re.escape(str(path))}: annotations: none of its 3 images has a "
+                                        r"non-crowd box .*\(0 annotations\); training needs at least "
+                                        r"solver.images_per_process=2"):
+        build_train_loader(cfg, _dataset(tmp_path), world_size=1, rank=0, accumulation_steps=1, start_iter=0)
+    write_coco(tmp_path, num_images=3)
+    _edit(tmp_path, lambda d: [a.update(iscrowd=1) for a in d["annotations"][1:]])
+    with pytest.raises(DataError, match=r": annotations: only 1 of its 3 images have a non-crowd box .*"
+                                        r"\(3 annotations: 2 crowd\)"):
+        check_train_images(_dataset(tmp_path), 2)
+    check_train_images(_dataset(tmp_path), 1)
+    _edit(tmp_path, lambda d: d.update(images=[], annotations=[]))
+    with pytest.raises(DataError, match=rf"^{re.escape(str(path))}: images: the file lists no images; training "
+                                        r"needs at least solver.images_per_process=2"):
+        check_train_images(_dataset(tmp_path), 2)
 
 
 def test_missing_and_unreadable_images(tmp_path):
