@@ -3,8 +3,9 @@
 :class:`DataError` is the error of the whole data path (annotation files, images, dataset folders, the sampler):
 its message names the file and the field or value. Checked here: malformed JSON, a missing field or wrong type, a
 duplicate image id, a non-positive image size, an unknown ``category_id`` or ``image_id``, a bbox that is not 4
-finite numbers, ``iscrowd`` other than 0/1, a file that is not UTF-8. Missing ``id``, ``iscrowd`` and ``area`` of
-an annotation get COCO's defaults (the position, 0, the box area).
+finite numbers, ``iscrowd`` other than 0/1, an ``info.area_thresholds`` that is not two increasing positive
+numbers, a file that is not UTF-8. Missing ``id``, ``iscrowd`` and ``area`` of an annotation get COCO's defaults
+(the position, 0, the box area). An ``info`` that is not an object (a string in some tools' files) is ignored.
 """
 
 from __future__ import annotations
@@ -36,6 +37,21 @@ def _field(source: str, where: str, entry: dict, key: str, types: tuple[type, ..
     return value
 
 
+def _check_info(source: str, info: Any) -> None:
+    """``info`` is optional metadata: anything but an object (a string in some tools' files) is ignored. Of an
+    object, ``area_thresholds`` (the dataset's own small/medium and medium/large limits, read by evaluation) must
+    be null or two increasing positive numbers, so that a bad value stops the run before inference, not after."""
+    if not isinstance(info, dict) or info.get("area_thresholds") is None:
+        return
+    limits = info["area_thresholds"]
+    if (not isinstance(limits, list) or len(limits) != 2
+            or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in limits)):
+        raise DataError(f"{source}: info.area_thresholds: expected 2 numbers [small/medium, medium/large], got "
+                        f"{limits!r}")
+    if not (math.isfinite(limits[0]) and math.isfinite(limits[1]) and 0 < limits[0] < limits[1]):
+        raise DataError(f"{source}: info.area_thresholds: expected 0 < small/medium < medium/large, got {limits!r}")
+
+
 def load_coco_json(path: str | Path, *, require_annotations: bool = True) -> COCO:
     """Read and check a COCO ``instances`` (or test-dev ``image_info``) JSON file; return a pycocotools COCO.
 
@@ -58,6 +74,7 @@ def load_coco_json(path: str | Path, *, require_annotations: bool = True) -> COC
     for key in ("images", "categories") + (("annotations",) if require_annotations else ()):
         if not isinstance(data.get(key), list):
             raise DataError(f"{source}: {key}: missing field or not a list")
+    _check_info(source, data.get("info"))
     data.setdefault("annotations", [])
     if not isinstance(data["annotations"], list):
         raise DataError(f"{source}: annotations: not a list")

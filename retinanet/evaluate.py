@@ -115,8 +115,10 @@ def to_coco(output: dict[str, torch.Tensor], target: dict[str, Any], category_id
 def area_ranges(gt: COCO) -> list[list[float]] | None:
     """COCOeval ``areaRng`` (all, small, medium, large) for a dataset whose ``info.area_thresholds`` gives its own
     small/medium and medium/large limits (the embedded dataset scales COCO's 32^2 / 96^2 to its image size);
-    None (pycocotools' COCO limits) otherwise."""
-    limits = gt.dataset.get("info", {}).get("area_thresholds")
+    None (pycocotools' COCO limits) otherwise, also when ``info`` is not an object (``load_coco_json`` checked
+    the limits)."""
+    info = gt.dataset.get("info")
+    limits = info.get("area_thresholds") if isinstance(info, dict) else None
     if limits is None:
         return None
     small, medium = (float(v) for v in limits)

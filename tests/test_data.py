@@ -189,6 +189,21 @@ def test_annotation_file_not_utf8_names_file_and_position(tmp_path):
         _dataset(tmp_path)
 
 
+def test_info_is_optional_metadata_but_its_area_limits_are_checked_at_load(tmp_path):
+    """Some tools write ``info`` as a string: ignored. ``info.area_thresholds`` is read by evaluation, after
+    inference, so a bad one must stop the load."""
+    write_coco(tmp_path)
+    _edit(tmp_path, lambda d: d.update(info="made by another tool"))
+    assert len(_dataset(tmp_path)) == 4
+    for limits, message in (("32", "expected 2 numbers"), ([1024], "expected 2 numbers"),
+                            ([9216, 1024], "expected 0 < small/medium < medium/large")):
+        path = _edit(tmp_path, lambda d, limits=limits: d.update(info={"area_thresholds": limits}))
+        with pytest.raises(DataError, match=rf"^{re.escape(str(path))}: info\.area_thresholds: {message}"):
+            _dataset(tmp_path)
+    _edit(tmp_path, lambda d: d.update(info={"area_thresholds": None, "year": 2017}))
+    assert len(_dataset(tmp_path)) == 4
+
+
 def test_training_split_without_usable_boxes_names_the_file(tmp_path):
     write_coco(tmp_path, num_images=3)
     cfg = tiny_config(tmp_path)

@@ -16,10 +16,12 @@ from pycocotools.cocoeval import COCOeval
 from tiny_coco import CATEGORY_IDS, tiny_config, write_coco
 
 from retinanet import loss_samples
+from retinanet.coco_json import load_coco_json
 from retinanet.config import RunConfig, TestConfig
 from retinanet.data import build_dataset, build_test_loader
 from retinanet.evaluate import (
     METRICS,
+    area_ranges,
     coco_metrics,
     evaluate_run,
     export_test_dev,
@@ -80,6 +82,19 @@ def test_perfect_and_empty_detections(tmp_path):
     assert metrics["AP"] == metrics["AP50"] == metrics["APs"] == 100.0
     assert metrics["APl"] is None  # no large ground truth: COCOeval's -1 becomes null
     assert coco_metrics(gt, []) == dict.fromkeys(METRICS, 0.0)
+
+
+def test_info_that_is_not_an_object_is_ignored(tmp_path):
+    """Other tools' files may have ``"info": "..."``: COCO's area limits, no crash after inference."""
+    data = write_coco(tmp_path, num_images=3)
+    data["info"] = "converted by another tool"
+    path = tmp_path / "annotations" / "instances.json"
+    path.write_text(json.dumps(data))
+    gt = load_coco_json(path)
+    assert area_ranges(gt) is None
+    perfect = [{"image_id": a["image_id"], "category_id": a["category_id"], "bbox": a["bbox"], "score": 1.0}
+               for a in data["annotations"]]
+    assert coco_metrics(gt, perfect)["AP"] == 100.0
 
 
 def test_dataset_area_limits_replace_cocos(tmp_path):
