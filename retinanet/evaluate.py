@@ -5,11 +5,19 @@ the *original* image pixels (boxes divided by the resize scale and clipped) with
 ``DIR/detections.json`` (COCO results format: ``image_id, category_id, bbox [x, y, w, h], score``) ->
 pycocotools ``COCOeval(iouType="bbox")`` -> ``DIR/metrics.json``::
 
-    {"AP", "AP50", "AP75", "APs", "APm", "APl"  (percent, 0-100; null where COCOeval gives -1, i.e. no ground
-     truth of that size), "status": "completed" | "diverged", "num_images", "num_detections", "run"}
+    {"AP", "AP50", "AP75", "APs", "APm", "APl"  (percent, 0-100, or null), "status": "completed" | "diverged",
+     "num_images", "num_detections", "run"}
 
-A diverged run (``result.json``) gives AP 0 for every column, status ``diverged`` and an empty detections file;
-a completed run without a single detection (pycocotools cannot load an empty result list) gives AP 0 as well.
+What a value means, the same with or without detections:
+
+- a number: ground truth of that column exists and this is the measured AP; a completed run without a single
+  detection on a split with ground truth gets a real, measured 0.0;
+- null: the split has no ground truth for that column (no non-crowd box at all, or none of that size for
+  APs/APm/APl), so AP is not defined (COCOeval's -1); with or without detections. ``analysis`` shows a null
+  size column as ``-`` (no value, left out of means) and refuses a null ``AP``, naming the metrics file.
+
+A diverged run (``result.json``) gives AP 0 for every column (the study's contract: a diverged run scores 0),
+status ``diverged`` and an empty detections file.
 ``--test-dev IMAGES ANNOTATIONS`` instead exports the detections for an unlabeled split (COCO test-dev
 ``image_info`` JSON) in the evaluation server's format, ``DIR/detections_<split>_results.json``, without metrics.
 """
@@ -18,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import copy
 import dataclasses
 import io
 import json
@@ -125,15 +134,26 @@ def area_ranges(gt: COCO) -> list[list[float]] | None:
     return [[0.0, 1e10], [0.0, small], [small, medium], [medium, 1e10]]
 
 
+def _results(gt: COCO, detections: list[dict[str, Any]]) -> COCO:
+    """``gt.loadRes(detections)``, also for an empty list (which pycocotools' ``loadRes`` cannot load)."""
+    if detections:
+        return gt.loadRes(detections)
+    dt = COCO()
+    dt.dataset = {"images": list(gt.dataset["images"]), "categories": copy.deepcopy(gt.dataset["categories"]),
+                  "annotations": []}
+    dt.createIndex()
+    return dt
+
+
 def coco_metrics(gt: COCO, detections: list[dict[str, Any]]) -> dict[str, float | None]:
     """COCOeval bbox over every ground-truth image; the six paper columns in percent (None for -1).
 
-    APs/APm/APl use the dataset's own area limits where its ``info`` states them (:func:`area_ranges`).
+    No detections is evaluated like any other result: 0.0 where there is ground truth, None where there is none
+    (module docstring). APs/APm/APl use the dataset's own area limits where its ``info`` states them
+    (:func:`area_ranges`).
     """
-    if not detections:
-        return dict.fromkeys(METRICS, 0.0)
     with contextlib.redirect_stdout(io.StringIO()) as text:
-        dt = gt.loadRes(detections)
+        dt = _results(gt, detections)
         ev = COCOeval(gt, dt, iouType="bbox")
         ranges = area_ranges(gt)
         if ranges is not None:

@@ -81,7 +81,24 @@ def test_perfect_and_empty_detections(tmp_path):
     metrics = coco_metrics(gt, perfect)
     assert metrics["AP"] == metrics["AP50"] == metrics["APs"] == 100.0
     assert metrics["APl"] is None  # no large ground truth: COCOeval's -1 becomes null
-    assert coco_metrics(gt, []) == dict.fromkeys(METRICS, 0.0)
+    # No detections: a measured 0 wherever there is ground truth, null (not 0) where there is none, as above.
+    empty = coco_metrics(gt, [])
+    assert empty == {name: None if metrics[name] is None else 0.0 for name in METRICS}
+    assert empty["AP"] == empty["APs"] == 0.0 and empty["APl"] is None
+
+
+def test_no_ground_truth_has_no_ap_with_or_without_detections(tmp_path):
+    """A split without a single (non-crowd) box has no defined AP: null, never a 0 that reads as measured."""
+    data = write_coco(tmp_path, num_images=2)
+    for a in data["annotations"]:
+        a["iscrowd"] = 1  # crowd boxes are ignore regions, not ground truth
+    path = tmp_path / "annotations" / "instances.json"
+    path.write_text(json.dumps(data))
+    with contextlib.redirect_stdout(io.StringIO()):
+        gt = COCO(str(path))
+    some = [{"image_id": 1, "category_id": CATEGORY_IDS[0], "bbox": [1.0, 1.0, 20.0, 20.0], "score": 0.9}]
+    assert coco_metrics(gt, some) == dict.fromkeys(METRICS)
+    assert coco_metrics(gt, []) == dict.fromkeys(METRICS)
 
 
 def test_info_that_is_not_an_object_is_ignored(tmp_path):
