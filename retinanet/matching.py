@@ -33,7 +33,9 @@ def match(iou: Tensor, valid: Tensor | None = None, *, fg_iou: float, bg_iou: fl
         low_quality: ``detectron``, ``any`` or ``none`` (see module docstring).
 
     Returns:
-        ``[N, R]`` (or ``[R]``) int64: the matched GT index (>= 0), :data:`BACKGROUND` or :data:`IGNORE`.
+        ``[N, R]`` (or ``[R]``) int64: the matched GT index (>= 0), :data:`BACKGROUND` or :data:`IGNORE`; every
+        anchor is background when there is no GT (M = 0), and the result is empty when there are no anchors
+        (R = 0).
     """
     single = iou.dim() == 2
     if single:
@@ -42,7 +44,7 @@ def match(iou: Tensor, valid: Tensor | None = None, *, fg_iou: float, bg_iou: fl
     n, m, r = iou.shape
     if valid is None:
         valid = torch.ones(n, m, dtype=torch.bool, device=iou.device)
-    if m == 0:
+    if m == 0 or r == 0:  # no GT: all background; no anchors: [N, 0] (no GT has a best anchor to take)
         out = torch.full((n, r), BACKGROUND, dtype=torch.long, device=iou.device)
         return out[0] if single else out
     # Padding slots get IoU -1 so they never win a max.

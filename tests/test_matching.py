@@ -53,6 +53,17 @@ def test_image_without_objects_is_all_background():
                  low_quality="any").tolist() == [[B] * 5] * 2
 
 
+def test_no_anchors_gives_an_empty_result_of_the_right_shape():
+    """R = 0 (e.g. every anchor filtered out): ``[N, 0]`` / ``[0]``, with or without GT boxes, every policy."""
+    for policy in ("detectron", "any", "none"):
+        for m in (0, 3):
+            one = match(torch.zeros(m, 0), fg_iou=0.5, bg_iou=0.4, low_quality=policy)
+            assert one.shape == (0,) and one.dtype == torch.long
+            batch = match(torch.zeros(2, m, 0), torch.ones(2, m, dtype=torch.bool), fg_iou=0.5, bg_iou=0.4,
+                          low_quality=policy)
+            assert batch.shape == (2, 0) and batch.dtype == torch.long
+
+
 def test_batched_with_padding_equals_per_image():
     second = torch.tensor([[0.6, 0.1, 0.0, 0.0, 0.0, 0.0, 0.0]])
     batch = torch.zeros(2, 3, 7)
