@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Start a single-node SLURM cluster on localhost for the workflow tests (DESIGN.md section 11).
+# Start a single-node SLURM cluster on localhost for the workflow tests (tests/test_slurm.py; the Snakemake and
+# SLURM behaviour they rely on is in docs/slurm.md).
 #
 # Idempotent: packages are installed only when missing, daemons started only when not running, and the script
 # returns as soon as the node is idle. Needs root (apt-get, daemons) and a Debian/Ubuntu system without systemd.
@@ -33,6 +34,8 @@ if ! command -v slurmctld >/dev/null || ! command -v slurmd >/dev/null || ! comm
 fi
 
 # --- munge ---------------------------------------------------------------------------------------------------
+# SLURM authenticates through munge. Without systemd nothing starts munged: it is started here as the munge user,
+# and `munge -n | unmunge` proves it works before slurmctld needs it.
 if [[ ! -s /etc/munge/munge.key ]]; then
     log "creating munge key"
     if command -v mungekey >/dev/null; then mungekey --create --force; else
@@ -49,6 +52,18 @@ fi
 munge -n | unmunge >/dev/null || { log "munge does not work"; exit 1; }
 
 # --- slurm.conf, gres.conf -----------------------------------------------------------------------------------
+# Why these settings:
+# - SlurmUser=root, daemons started below by this script: there is no systemd to start them.
+# - ProctrackType=proctrack/linuxproc, TaskPlugin=task/none: no cgroup setup needed (containers, CI machines).
+# - JobAcctGatherType=jobacct_gather/none, AccountingStorageType=accounting_storage/none: no accounting database,
+#   so `sacct` knows no jobs and the executor plugin's default status query hangs silently; the test profile sets
+#   `slurm-status-command: squeue` (docs/slurm.md).
+# - SelectType=select/cons_tres (what --gpus=N needs) with CR_Core_Memory (cores and memory are consumable): SLURM's
+#   record of a job shows the GPUs, CPUs and memory the paper profile asked for.
+# - MinJobAge=600: `scontrol show job` keeps a finished job's record 10 minutes; the tests read it.
+# - GresTypes=gpu and Gres=gpu:fake:N on the node with a gres.conf line whose File= points at plain files: GPU
+#   requests (--gpus=N) are scheduled on a machine without GPUs. Without File= the node goes INVAL.
+# - One node on 127.0.0.1 in one default partition.
 mkdir -p "$CONF_DIR" /var/spool/slurmctld /var/spool/slurmd /var/log/slurm "$GPU_DIR"
 for ((i = 0; i < FAKE_GPUS; i++)); do touch "$GPU_DIR/gpu$i"; done
 cat > "$CONF_DIR/slurm.conf.new" <<CONF

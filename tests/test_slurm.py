@@ -4,7 +4,7 @@ Needs a running cluster: `bash .ci/setup-slurm.sh` (as root, Debian/Ubuntu) star
 with fake GPUs; CI runs it before pytest. Without a cluster every test here is skipped, saying so.
 
 The shipped profile (slurm/config.yaml) is used as it is; a test workflow profile adds what a single test node
-needs (DESIGN.md section 11): `slurm-status-command: squeue` (no accounting database, so sacct would hang), a
+needs (docs/slurm.md): `slurm-status-command: squeue` (no accounting database, so sacct would hang), a
 2 s first status check, and the partition. The paper-resources test keeps profiles/default's requests (8 GPUs,
 32 CPUs, 200 GB for training) and checks them on the allocations SLURM made.
 """

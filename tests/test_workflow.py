@@ -67,7 +67,7 @@ def test_small_scale_dry_runs_generate_data_and_fetch_nothing(tmp_path: Path, sc
 
 
 def test_slurm_profile_from_the_repository_root_selects_the_paper_scale(tmp_path: Path):
-    """`--profile slurm` resolves to ./slurm/ (DESIGN.md section 11) and runs the paper scale; a dry run submits
+    """`--profile slurm` resolves to ./slurm/ (docs/slurm.md) and runs the paper scale; a dry run submits
     nothing."""
     res = snakemake(tmp_path, "-n", "--profile", "slurm", cwd=ROOT)
     out = res.stdout + res.stderr
