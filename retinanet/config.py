@@ -408,8 +408,8 @@ def read_yaml_mapping(path: Path, what: str, error: type[ValueError] = ConfigErr
 def load(path: str | Path, overrides: dict | None = None) -> RunConfig:
     """Load a run config YAML file, apply ``overrides`` and validate.
 
-    The file must state at least one field (:func:`read_yaml_mapping`): every field it leaves out takes the
-    paper's default.
+    The file must not be empty (:func:`read_yaml_mapping`); every field it leaves out takes the paper's default,
+    so the paper configuration is asked for explicitly (``seed: 0``, or ``{}``), never by an empty file.
     """
     path = Path(path)
     data = read_yaml_mapping(path, "config file", hint="; to train the paper's defaults, state one of them, "
