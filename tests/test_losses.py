@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import math
+import os
+import platform
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -206,8 +212,10 @@ def test_chunking_is_invisible(monkeypatch: pytest.MonkeyPatch) -> None:
         threaded, threaded_grad = _value_and_grad(lambda a, b: focal_loss(a, b, gamma=2.0, alpha=0.25), x, t)
     finally:
         torch.set_num_threads(threads)
-    torch.testing.assert_close(threaded, chunked, rtol=0, atol=0)
-    torch.testing.assert_close(threaded_grad, chunked_grad, rtol=0, atol=0)
+    # more threads make larger chunks (_CHUNK_CPU per thread), so other elements fall in scalar tails: on a CPU
+    # whose vectors are narrower than a chunk (AVX2's 8 float64 against 12 here) that moves the last bit too
+    torch.testing.assert_close(threaded, chunked, rtol=1e-15, atol=0)
+    torch.testing.assert_close(threaded_grad, chunked_grad, rtol=1e-15, atol=0)
     xt, tt = x.transpose(0, 2), t.transpose(0, 2)
     torch.testing.assert_close(focal_loss(xt, tt, gamma=2.0, alpha=0.25), whole.transpose(0, 2))
     assert focal_loss(torch.zeros(0, 80), torch.zeros(0, 80), gamma=2.0, alpha=0.25).shape == (0, 80)
@@ -257,10 +265,63 @@ def test_compile_failure_or_switch_falls_back_to_the_eager_kernel(monkeypatch: p
     assert losses._compiled["fn"] is None  # tried once per process
     torch.testing.assert_close(loss, eager, rtol=0, atol=0)
     torch.testing.assert_close(grad, eager_grad, rtol=0, atol=0)
+    assert losses.fused_kernel() == "eager chunks (compilation failed: RuntimeError)"
     monkeypatch.delitem(losses._compiled, "fn")
     monkeypatch.setenv("RETINANET_COMPILE", "0")
     assert losses._compiled_focal() is None
+    assert losses.fused_kernel() == "eager chunks (RETINANET_COMPILE=0)"
     monkeypatch.delitem(losses._compiled, "fn")
+    monkeypatch.delenv("RETINANET_COMPILE")
+    monkeypatch.setattr(losses, "_vector_isa", lambda: False)  # Inductor would emit a scalar loop
+    assert losses._compiled_focal() is None
+    assert "no vector ISA" in losses.fused_kernel()
+    loss, grad = _value_and_grad(lambda a, b: focal_loss(a, b, gamma=2.0, alpha=0.25), x, t)
+    torch.testing.assert_close(loss, eager, rtol=0, atol=0)
+    monkeypatch.delitem(losses._compiled, "fn")
+
+
+_ISA_PROBE = """
+import json, torch
+from retinanet import losses
+g = torch.Generator().manual_seed(0)
+x = (torch.randn(losses._COMPILE_MIN_ELEMENTS, generator=g) * 6).requires_grad_()
+t = (torch.rand(x.shape, generator=g) < 0.3).float()
+
+def run():
+    x.grad = None
+    loss = losses.focal_loss(x, t, gamma=2.0, alpha=0.25)
+    loss.sum().backward()
+    return loss.detach(), x.grad
+
+status = losses.fused_kernel()
+(fused, fused_grad), _ = run(), losses._compiled.update(fn=None)  # then the eager chunks
+eager, eager_grad = run()
+torch.testing.assert_close(fused, eager, rtol=1e-5, atol=1e-6)
+torch.testing.assert_close(fused_grad, eager_grad, rtol=1e-5, atol=1e-6)
+print(json.dumps(status))
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(platform.machine() not in ("x86_64", "AMD64"), reason="ATEN_CPU_CAPABILITY names x86 ISAs")
+@pytest.mark.skipif(not _compiler_works(), reason="torch.compile has no working C++ compiler here")
+def test_compiled_kernel_is_right_for_each_vector_isa_sharing_one_cache(tmp_path: Path) -> None:
+    """Processes that compile for different vector ISAs (another CPU; ``ATEN_CPU_CAPABILITY`` here) and share
+    Inductor's on-disk cache each get a kernel for their own ISA, equal to the eager one. (Before the ISA was part
+    of the compile options, the AVX-512 kernel's source was reused for AVX2: half the elements wrong, NaN among
+    them; and did not compile without vectors.)"""
+    env = {k: v for k, v in os.environ.items() if k != "ATEN_CPU_CAPABILITY"}
+    env.update(TORCHINDUCTOR_CACHE_DIR=str(tmp_path), PYTHONPATH=str(Path(__file__).parents[1]))
+    statuses = []
+    for capability in (None, "avx2", "default", None):
+        run_env = env if capability is None else {**env, "ATEN_CPU_CAPABILITY": capability}
+        out = subprocess.run([sys.executable, "-c", _ISA_PROBE], env=run_env, capture_output=True, text=True)
+        assert out.returncode == 0, f"ATEN_CPU_CAPABILITY={capability}: {out.stderr[-3000:]}"
+        statuses.append(json.loads(out.stdout.strip().splitlines()[-1]))
+    assert statuses[0] == statuses[3]
+    if torch.backends.cpu.get_cpu_capability() in ("AVX2", "AVX512"):
+        assert statuses[1] == "compiled one pass, avx2 (256-bit vectors)"
+    assert statuses[2].startswith("eager chunks (Inductor has no vector ISA")
 
 
 def test_bfloat16_logits_are_computed_in_float32() -> None:
