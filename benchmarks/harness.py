@@ -68,16 +68,19 @@ def interleaved(peer: Callable[[], object], ours: Callable[[], object], *, warmu
     return out
 
 
-def machine() -> str:
-    """One line: CPU model, cores, torch and Python versions, OS."""
-    cpu = platform.processor() or "unknown CPU"
+def cpu_model() -> str:
+    """The CPU's model name as ``lscpu`` prints it (``/proc/cpuinfo``), e.g. ``Intel(R) Xeon(R) Processor``."""
     try:
         with open("/proc/cpuinfo") as f:
             for line in f:
                 if line.startswith("model name"):
-                    cpu = line.split(":", 1)[1].strip()
-                    break
+                    return line.split(":", 1)[1].strip()
     except OSError:
         pass
-    return (f"{cpu}, {os.cpu_count()} logical cores, torch {torch.__version__}, Python {platform.python_version()}, "
-            f"{platform.system()} {platform.release()}")
+    return platform.processor() or "unknown CPU"
+
+
+def machine() -> str:
+    """One line: CPU model, cores, torch and Python versions, OS."""
+    return (f"{cpu_model()}, {os.cpu_count()} logical cores, torch {torch.__version__}, "
+            f"Python {platform.python_version()}, {platform.system()} {platform.release()}")

@@ -21,12 +21,11 @@ from pathlib import Path
 import torch
 
 from benchmarks import detector, focal, harness, study
-from retinanet import allocator, atomic
+from retinanet import allocator, atomic, losses
 from retinanet.evaluate import inference_memory_format
 
 ROOT = Path(__file__).resolve().parent.parent
 DOC = ROOT / "docs" / "benchmarks.md"
-BEGIN, END = "<!-- benchmarks:begin -->", "<!-- benchmarks:end -->"
 SECTIONS = ("focal", "train", "infer", "bf16", "study")
 
 
@@ -77,7 +76,21 @@ def bench_focal(reps: dict, log) -> list[Row]:
     t = harness.interleaved(lambda: focal.step(focal.peer, logits, targets),
                             lambda: focal.step(focal.ours, logits, targets), warmup=1, repeats=reps["focal"])
     log(f"focal loss fwd+bwd {r}x{k}: {t.summary()}")
-    return [_timed_row("focal loss fwd+bwd time", f"{r // 1000}k anchors x {k} classes, fp32", t, 5.0)]
+    rows = [_timed_row("focal loss fwd+bwd time", f"{r // 1000}k anchors x {k} classes, fp32", t, 5.0)]
+    b = harness.interleaved(focal.one_pass_bound(logits, targets), lambda: focal.step(focal.ours, logits, targets),
+                            warmup=1, repeats=reps["focal"])
+    log(f"focal loss vs one-pass memory traffic: {b.summary()}")
+    rows.append(_row("  ours against one pass of memory traffic", "copy logits and targets into two preallocated "
+                     "arrays (peer column); ratio = fraction of that bound ours reaches", harness.ms(b.peer),
+                     harness.ms(b.ours), f"{b.ratio:.2f}", f"{b.min_ratio:.2f}",
+                     f"{min(b.pair_ratios):.2f}-{max(b.pair_ratios):.2f} (n={len(b.peer)})", "-", "-"))
+    return rows
+
+
+def machine_row() -> Row:
+    """The CPU, the vector ISA ATen dispatches to, and which kernel computes the focal loss at paper size."""
+    return _row("machine", f"{harness.cpu_model()}; ATen vector ISA {torch.backends.cpu.get_cpu_capability()}", "-",
+                f"focal loss kernel: {losses.fused_kernel()}", "-", "-", "-", "-", "-")
 
 
 def bench_focal_memory_and_values(log) -> list[Row]:
@@ -222,14 +235,27 @@ def table(rows: list[Row]) -> str:
                           f"{r.min_ratio} | {r.spread} | {r.target} | {r.verdict} |\n" for r in rows)
 
 
-def write_doc(path: Path, block: str) -> None:
-    """Replace the text between the markers of ``path`` (or create it) with ``block``; atomic."""
-    text = path.read_text() if path.exists() else f"# Benchmarks\n\n{BEGIN}\n{END}\n"
-    if BEGIN not in text or END not in text:
-        text = text.rstrip() + f"\n\n{BEGIN}\n{END}\n"
-    before, rest = text.split(BEGIN, 1)
-    after = rest.split(END, 1)[1]
-    atomic.write_text(path, f"{before}{BEGIN}\n{block}{END}{after}")
+def markers(cpu: str) -> tuple[str, str]:
+    """The markers of ``cpu``'s block in the benchmarks document: one table per CPU model."""
+    return f'<!-- benchmarks:begin cpu="{cpu}" -->', f'<!-- benchmarks:end cpu="{cpu}" -->'
+
+
+def write_doc(path: Path, block: str, cpu: str) -> None:
+    """Replace ``cpu``'s block of ``path`` (between its markers) with ``block``, keeping every other CPU's block and
+    the prose; a CPU without a block gets a new ``### <cpu>`` section after the last block. Atomic."""
+    begin, end = markers(cpu)
+    text = path.read_text() if path.exists() else "# Benchmarks\n"
+    if begin not in text or end not in text:
+        section = f"### {cpu}\n\n{begin}\n{end}\n"
+        last = text.rfind("<!-- benchmarks:end")
+        if last < 0:
+            text = text.rstrip() + f"\n\n{section}"
+        else:
+            cut = text.index("-->", last) + len("-->\n")
+            text = f"{text[:cut]}\n{section}{text[cut:]}"
+    before, rest = text.split(begin, 1)
+    after = rest.split(end, 1)[1]
+    atomic.write_text(path, f"{before}{begin}\n{block}{end}{after}")
 
 
 REPS = {"focal": 15, "train_mini": 10, "train_r50": 5, "infer_mini": 30, "infer_r50": 6, "bf16_train": 8}
@@ -259,7 +285,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"[{time.perf_counter() - start:6.1f} s] {msg}", file=sys.stderr, flush=True)
 
     log(f"machine: {harness.machine()}; torch threads {args.threads}")
-    rows: list[Row] = []
+    rows: list[Row] = [machine_row()]
     for threads in args.threads:
         torch.set_num_threads(threads)
         log(f"--- {threads} torch threads")
@@ -284,6 +310,6 @@ def main(argv: list[str] | None = None) -> int:
              f"on {harness.machine()}; torch threads {', '.join(map(str, args.threads))} (column 'threads'); "
              f"load average at the end {os.getloadavg()[0]:.1f} (other jobs shared the machine).\n\n{text}")
     if not args.no_write:
-        write_doc(args.out, block)
+        write_doc(args.out, block, harness.cpu_model())
         log(f"wrote {args.out}")
     return 0

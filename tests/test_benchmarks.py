@@ -110,11 +110,34 @@ def test_interleaved_alternates_order() -> None:
     assert harness.Timing([2.0, 4.0, 6.0], [1.0, 1.0, 2.0]).ratio == 4.0
 
 
-def test_write_doc_replaces_only_the_block(tmp_path) -> None:
+def test_write_doc_keeps_one_block_per_cpu(tmp_path) -> None:
+    """A CPU's table replaces only its own block; another CPU's table gets a new section after the last block."""
     doc = tmp_path / "b.md"
-    doc.write_text(f"# B\n\nprose before\n\n{run.BEGIN}\nold\n{run.END}\n\nprose after\n")
-    run.write_doc(doc, "new table\n")
-    assert doc.read_text() == f"# B\n\nprose before\n\n{run.BEGIN}\nnew table\n{run.END}\n\nprose after\n"
+    intel, amd = run.markers("Intel(R) Xeon(R) Processor"), run.markers("AMD EPYC 9B45")
+    doc.write_text(f"# B\n\nprose before\n\n{intel[0]}\nold\n{intel[1]}\n\nprose after\n")
+    run.write_doc(doc, "new table\n", "Intel(R) Xeon(R) Processor")
+    assert doc.read_text() == f"# B\n\nprose before\n\n{intel[0]}\nnew table\n{intel[1]}\n\nprose after\n"
+    run.write_doc(doc, "amd table\n", "AMD EPYC 9B45")
+    run.write_doc(doc, "amd table 2\n", "AMD EPYC 9B45")
+    assert doc.read_text() == (f"# B\n\nprose before\n\n{intel[0]}\nnew table\n{intel[1]}\n\n"
+                               f"### AMD EPYC 9B45\n\n{amd[0]}\namd table 2\n{amd[1]}\n\nprose after\n")
+
+
+def test_one_pass_bound_writes_the_two_outputs_of_a_fused_pass() -> None:
+    """The bound's work is the fused kernel's traffic: both inputs read once, two arrays of their size written."""
+    logits, targets = focal.inputs(64, 5)
+    call = focal.one_pass_bound(logits, targets)
+    loss, grad = call()
+    assert torch.equal(loss, logits.detach()) and torch.equal(grad, targets)
+    again = call()  # into the same two buffers: no allocation is timed
+    assert (again[0].data_ptr(), again[1].data_ptr()) == (loss.data_ptr(), grad.data_ptr())
+    assert loss.data_ptr() not in (logits.data_ptr(), targets.data_ptr())
+
+
+def test_machine_row_names_the_cpu_and_the_focal_kernel() -> None:
+    row = run.machine_row()
+    assert row.setting.startswith(harness.cpu_model()) and "ATen vector ISA" in row.setting
+    assert row.ours.startswith("focal loss kernel: ") and row.ours != "focal loss kernel: "
 
 
 def test_study_wall_time_sums_benchmark_files(tmp_path) -> None:
