@@ -147,6 +147,13 @@ class SolverConfig:
     """Images per forward pass on one process (2 per GPU in the paper)."""
     momentum: float = 0.9
     weight_decay: float = 1e-4
+    bias_lr_factor: float = 2.0
+    """lr multiplier of the trainable ``*.bias`` parameters. Detectron doubled every bias gradient (its optimizer,
+    ``add_single_gpu_param_update_ops``; ``SOLVER.BIAS_DOUBLE_LR = True`` in its PyTorch port): 2x lr under SGD.
+    1 gives biases the weights' lr."""
+    bias_weight_decay: bool = False
+    """Whether the trainable biases get ``weight_decay``: Detectron did not decay them
+    (``SOLVER.BIAS_WEIGHT_DECAY = False``)."""
     iterations: int = 90000
     steps: list[float] = field(default_factory=lambda: [60000 / 90000, 80000 / 90000])
     """lr / 10 at these fractions of ``iterations``."""
@@ -225,6 +232,7 @@ _RANGES: dict[str, tuple[float | None, float | None]] = {
     "solver.iterations": (1, None),
     "solver.momentum": (0.0, 1.0),
     "solver.weight_decay": (0.0, None),
+    "solver.bias_lr_factor": (0.0, None),
     "solver.warmup_iters": (0, None),
     "solver.warmup_factor": (0.0, 1.0),
     "solver.checkpoint_period": (1, None),
