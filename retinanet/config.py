@@ -200,6 +200,10 @@ class RunConfig:
     device: str = "auto"
     """``auto`` (cuda if available), ``cpu`` or ``cuda``."""
     precision: Literal["fp32", "bf16"] = "fp32"
+    allow_tf32: bool = False
+    """Let CUDA run fp32 matmuls and convolutions as TF32 (Ampere and newer GPUs; no effect on CPU). The paper
+    trained in fp32 on pre-Ampere GPUs, so false; PyTorch's own default turns TF32 on for cuDNN convolutions.
+    Applied by :func:`retinanet.precision.set_tf32` in train, evaluate, time and loss samples."""
     channels_last: bool = False
     threads: int | None = None
     """torch intra-op threads; ``null`` leaves torch's default."""

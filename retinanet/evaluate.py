@@ -43,6 +43,7 @@ from retinanet.config import RunConfig, load
 from retinanet.data import CocoDetection, build_dataset, build_test_loader, check_num_classes
 from retinanet.distributed import resolve_device
 from retinanet.model import RetinaNet, build_model
+from retinanet.precision import set_tf32
 
 METRICS = ("AP", "AP50", "AP75", "APs", "APm", "APl")
 """The paper's columns, in the order of ``COCOeval.stats[:6]``."""
@@ -61,7 +62,8 @@ def run_status(run_dir: str | Path) -> dict[str, Any]:
 
 def load_run(run_dir: str | Path, device_name: str | None = None) -> tuple[RunConfig, RetinaNet, torch.device]:
     """The run's config, its trained model (``model_final.pt``, loaded weights-only) in eval mode on the device
-    (``device_name``, default the run's ``device``) in the inference layout, and that device."""
+    (``device_name``, default the run's ``device``) in the inference layout, and that device. Sets the run's TF32
+    switches (``allow_tf32``) for evaluate, time and loss samples, which all load the run here."""
     run_dir = Path(run_dir)
     cfg = load(run_dir / "config.resolved.yaml")
     # The weights come from the run: do not fetch or read pretrained backbone weights again.
@@ -74,6 +76,7 @@ def load_run(run_dir: str | Path, device_name: str | None = None) -> tuple[RunCo
         raise checkpoint.CheckpointError(f"{run_dir / 'model_final.pt'}: weights do not fit the run's config "
                                          f"({str(exc).splitlines()[0]})") from None
     device = resolve_device(device_name or cfg.device)
+    set_tf32(cfg.allow_tf32)
     model.eval().to(device)
     model.to(memory_format=inference_memory_format(cfg, device))
     return cfg, model, device

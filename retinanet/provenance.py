@@ -13,6 +13,8 @@ from typing import Any
 
 import torch
 
+from retinanet.precision import tf32_state
+
 PACKAGES = ("torch", "torchvision", "numpy", "pycocotools", "pillow", "pyyaml")
 
 
@@ -44,8 +46,9 @@ def package_versions() -> dict[str, str | None]:
 
 
 def device_info(device: torch.device) -> dict[str, Any]:
-    """Device name (GPU model or CPU), count, CUDA/cuDNN versions, threads."""
-    info: dict[str, Any] = {"type": device.type, "torch_threads": torch.get_num_threads()}
+    """Device name (GPU model or CPU), count, CUDA/cuDNN versions, threads, and the TF32 switches in effect
+    (``tf32``: ``{"matmul", "cudnn"}``, :func:`retinanet.precision.tf32_state`; they matter on Ampere and newer)."""
+    info: dict[str, Any] = {"type": device.type, "torch_threads": torch.get_num_threads(), "tf32": tf32_state()}
     if device.type == "cuda":
         info.update(name=torch.cuda.get_device_name(device), count=torch.cuda.device_count(),
                     cuda=torch.version.cuda, cudnn=torch.backends.cudnn.version())

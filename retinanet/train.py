@@ -3,7 +3,8 @@
 RUNDIR after a run::
 
     config.resolved.yaml   the full RunConfig
-    provenance.json        git commit, packages, host, device, batch plan, precision, data report
+    provenance.json        git commit, packages, host, device (with the TF32 switches), batch plan, precision,
+                           data report
     log.jsonl              one JSON object per logging step (see LOG_KEYS)
     checkpoints/last.pt    periodic training state (model, optimizer, schedule, iteration, RNG states), kept only
                            while the run is unfinished (deleted once a completed run has its model_final.pt)
@@ -46,6 +47,7 @@ from retinanet import atomic, checkpoint, distributed, provenance
 from retinanet.config import ConfigError, RunConfig, load, to_dict
 from retinanet.data import build_dataset, build_train_loader, check_num_classes, check_train_images
 from retinanet.model import build_model
+from retinanet.precision import set_tf32
 from retinanet.solver import WarmupMultiStepSchedule, build_optimizer, plan_batch
 
 CONFIG = "config.resolved.yaml"
@@ -111,6 +113,7 @@ def _train(cfg: RunConfig, out: Path, resume: bool, info: distributed.DistInfo, 
     t_start = time.perf_counter()
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
+    set_tf32(cfg.allow_tf32)
     plan = plan_batch(cfg.solver, info.world_size)
     if resume and (out / RESULT).exists():
         done = json.loads((out / RESULT).read_text())

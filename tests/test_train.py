@@ -18,6 +18,7 @@ from tiny_coco import tiny_config, write_coco
 from retinanet import checkpoint
 from retinanet.config import ConfigError, dump, load, to_dict
 from retinanet.evaluate import evaluate_run, load_run
+from retinanet.precision import set_tf32, tf32_state
 from retinanet.solver import WarmupMultiStepSchedule, plan_batch
 from retinanet.train import LOG_KEYS, train
 
@@ -37,6 +38,7 @@ def test_smoke_run_writes_the_run_directory(tmp_path):
     write_coco(tmp_path / "data", num_images=4)
     cfg = tiny_config(tmp_path / "data", {"solver": {"iterations": 4, "warmup_iters": 2, "steps": [0.75]}})
     run = tmp_path / "run"
+    set_tf32(True)  # torch's own default has TF32 convolutions: train must apply allow_tf32 (false) itself
     result = train(cfg, run)
     assert result["status"] == "completed" and result["iteration"] == 4 and result["wall_s"] > 0
     assert json.loads((run / "result.json").read_text()) == result
@@ -46,6 +48,7 @@ def test_smoke_run_writes_the_run_directory(tmp_path):
     assert prov["packages"]["torch"] and prov["git"].keys() == {"commit", "dirty"}
     assert {"git", "host", "device", "batch", "precision", "channels_last", "data"} <= set(prov)
     assert prov["device"]["type"] == "cpu" and prov["device"]["name"] and prov["data"]["images"] == 4
+    assert prov["device"]["tf32"] == {"matmul": False, "cudnn": False}
     log = _log(run)
     assert [r["iteration"] for r in log] == [1, 2, 3, 4]
     assert all(set(LOG_KEYS) <= set(r) for r in log)
@@ -56,8 +59,9 @@ def test_smoke_run_writes_the_run_directory(tmp_path):
     final = checkpoint.load(run / "model_final.pt")
     assert final["iteration"] == 4 and final["config"] == to_dict(cfg)
     assert not (run / "checkpoints" / "last.pt").exists()  # a completed run keeps no training state
-    _, model, _ = load_run(run)
-    assert not model.training
+    set_tf32(True)
+    _, model, _ = load_run(run)  # evaluate, time and loss samples load the run here
+    assert not model.training and tf32_state() == {"matmul": False, "cudnn": False}
     # a finished run is not trained again by --resume auto
     assert train(cfg, run, resume=True) == result
 
