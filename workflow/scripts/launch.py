@@ -1,18 +1,27 @@
 """Start ``python -m retinanet <command> ...`` with one process, or one per GPU under torchrun.
 
 Used by the train rule: ``launch.py --gpus N --threads T -- train --config RUN.yaml --out RUNDIR --resume auto``.
-``N`` is the job's ``gpu`` resource (the profile's request); the processes started are min(N, GPUs visible), so a
-CPU machine (mini/smoke scale, or a test cluster advertising fake GPUs) runs one plain process whatever the profile
-asks. CPU threads: the job's Snakemake threads T locally; inside a SLURM job (SLURM_JOB_ID set) the allocation's
-CPUs (``--slurm-cpus``, the profile's cpus_per_task). Torch threads per process = CPUs // processes (at least 1),
-given through OMP_NUM_THREADS/MKL_NUM_THREADS (torch's default thread count) rather than the run config: how many
-cores a machine lends is not part of a run's identity, and a run resumed on another allocation must match its
-checkpoint's config.
+``N`` is the job's ``gpu`` resource (the profile's request). GPUs visible: ``torch.cuda.device_count()`` (which
+honours CUDA_VISIBLE_DEVICES), capped by CUDA_VISIBLE_DEVICES; no ``nvidia-smi`` needed. The processes started
+for ``train`` are min(N, GPUs visible), so a local CPU machine (mini/smoke scale) runs one plain process whatever
+the profile asks; the other commands always run as one process.
+
+Inside a SLURM job (SLURM_JOB_ID set) the job's GPUs are max(N, the count SLURM states: SLURM_GPUS_ON_NODE,
+SLURM_GPUS or SLURM_JOB_GPUS, where the step still has them; the SLURM plugin's srun removes most SLURM_*
+variables, hence N from the rule). Seeing fewer GPUs than that is an error naming both numbers: the run would
+otherwise train with fewer processes and more gradient accumulation (8x slower with one GPU of eight, or on the
+CPU with none), silently. ``RETINANET_ALLOW_MISSING_GPUS=1`` runs anyway (a test cluster with fake GPUs).
+
+CPU threads: the job's Snakemake threads T locally; inside a SLURM job the allocation's CPUs (``--slurm-cpus``,
+the profile's cpus_per_task). Torch threads per process = CPUs // processes (at least 1), given through
+OMP_NUM_THREADS/MKL_NUM_THREADS (torch's default thread count) rather than the run config: how many cores a machine
+lends is not part of a run's identity, and a run resumed on another allocation must match its checkpoint's config.
 
 Stale runs: ``train ... --resume auto`` resumes from the run folder's last checkpoint. When the run's config file
 differs from the folder's ``config.resolved.yaml`` (the study changed the run, so Snakemake retrains it), the old
 folder is moved to ``RUNDIR.previous`` first and training starts fresh, instead of failing on the mismatch.
-No torch import here: this must start fast and work before CUDA is initialized.
+torch is imported only to count GPUs, where a count is needed; ``device_count`` does not initialize CUDA in this
+process, which ``execve`` replaces by the command anyway.
 """
 
 from __future__ import annotations
@@ -20,25 +29,61 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
-import subprocess
 import sys
 from pathlib import Path
 
+ALLOW_MISSING_GPUS = "RETINANET_ALLOW_MISSING_GPUS"
+DISTRIBUTED_COMMANDS = ("train",)
+"""retinanet commands that run under torchrun with one process per GPU; the others run as one process."""
+
+
+def _torch_gpus() -> int:
+    import torch
+
+    return torch.cuda.device_count()
+
 
 def visible_gpus(env: dict[str, str] | None = None) -> int:
-    """GPUs this process may use: ``nvidia-smi -L`` lines, capped by CUDA_VISIBLE_DEVICES when it is set."""
+    """GPUs this process may use: ``torch.cuda.device_count()``, capped by CUDA_VISIBLE_DEVICES when it is set."""
     env = os.environ if env is None else env
-    count = 0
-    if shutil.which("nvidia-smi"):
-        try:
-            out = subprocess.run(["nvidia-smi", "-L"], capture_output=True, text=True, timeout=30, check=False)
-            count = sum(1 for line in out.stdout.splitlines() if line.startswith("GPU "))
-        except (OSError, subprocess.TimeoutExpired):
-            count = 0
+    count = _torch_gpus()
     cvd = env.get("CUDA_VISIBLE_DEVICES")
     if cvd is not None:
         count = min(count, len([d for d in cvd.split(",") if d.strip()]))
     return count
+
+
+def slurm_gpus(env: dict[str, str]) -> int:
+    """GPUs SLURM says this job has on this node, 0 when no variable says it: SLURM_GPUS_ON_NODE (a count),
+    SLURM_GPUS (the --gpus request, ``[type:]N``) or SLURM_JOB_GPUS (a list of indices)."""
+    on_node = env.get("SLURM_GPUS_ON_NODE", "").strip()
+    if on_node.isdigit():
+        return int(on_node)
+    gpus = env.get("SLURM_GPUS", "").strip().rsplit(":", 1)[-1]
+    if gpus.isdigit():
+        return int(gpus)
+    job_gpus = [g for g in env.get("SLURM_JOB_GPUS", "").split(",") if g.strip()]
+    return len(job_gpus)
+
+
+def expected_gpus(requested: int, env: dict[str, str]) -> int:
+    """GPUs the job must see: inside a SLURM job, max(the rule's request, SLURM's count); else 0 (no check)."""
+    if not env.get("SLURM_JOB_ID"):
+        return 0
+    return max(requested, slurm_gpus(env))
+
+
+def check_gpus(expected: int, visible: int, env: dict[str, str]) -> str | None:
+    """The error message when a SLURM job sees fewer GPUs than it asked for, else None. With
+    RETINANET_ALLOW_MISSING_GPUS=1 the message is returned as a warning prefixed ``warning:``."""
+    if visible >= expected:
+        return None
+    message = (f"the SLURM job asked for {expected} GPUs but this process sees {visible} (torch.cuda.device_count(), "
+               f"CUDA_VISIBLE_DEVICES={env.get('CUDA_VISIBLE_DEVICES', '<unset>')!r}); it would run on fewer GPUs "
+               f"(train: fewer processes, more gradient accumulation) or on the CPU, silently slower. Check the GPU "
+               f"request (all on one node: resource nodes=1) and the CUDA setup, or set {ALLOW_MISSING_GPUS}=1 to "
+               f"run anyway")
+    return f"warning: {message}" if env.get(ALLOW_MISSING_GPUS) == "1" else message
 
 
 def job_threads(threads: int, slurm_cpus: int | None, env: dict[str, str]) -> int:
@@ -49,7 +94,7 @@ def job_threads(threads: int, slurm_cpus: int | None, env: dict[str, str]) -> in
 def command(args: list[str], *, gpus: int, threads: int, visible: int,
             python: str = sys.executable) -> tuple[list[str], dict[str, str]]:
     """The command line (``python -m retinanet ARGS`` or its torchrun equivalent) and the thread variables."""
-    procs = max(1, min(gpus, visible))
+    procs = max(1, min(gpus, visible)) if args[:1] and args[0] in DISTRIBUTED_COMMANDS else 1
     per_proc = str(max(1, threads // procs))
     env = {"OMP_NUM_THREADS": per_proc, "MKL_NUM_THREADS": per_proc}
     if procs == 1:
@@ -103,7 +148,14 @@ def main(argv: list[str] | None = None) -> int:
     if not args:
         parser.error("missing the retinanet command after --")
     threads = job_threads(ns.threads, ns.slurm_cpus, os.environ)
-    cmd, env = command(args, gpus=ns.gpus, threads=threads, visible=visible_gpus() if ns.gpus > 1 else 0)
+    expected = expected_gpus(ns.gpus, os.environ)
+    visible = visible_gpus() if expected or ns.gpus > 1 else 0
+    problem = check_gpus(expected, visible, os.environ)
+    if problem:
+        print(f"launch: {problem}", file=sys.stderr, flush=True)
+        if not problem.startswith("warning:"):
+            return 2
+    cmd, env = command(args, gpus=ns.gpus, threads=threads, visible=visible)
     note = retire_stale_run(args)
     if note:
         print(f"launch: {note}", file=sys.stderr, flush=True)
