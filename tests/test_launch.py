@@ -104,3 +104,12 @@ def test_outside_slurm_a_cpu_machine_runs_one_process(gpus, started):
 def test_only_train_runs_under_torchrun():
     cmd, _ = launch.command(["evaluate", "--run", "r"], gpus=2, threads=8, visible=2, python="py")
     assert cmd == ["py", "-m", "retinanet", "evaluate", "--run", "r"]
+
+
+def test_a_slurm_evaluate_job_uses_its_allocations_cpus(gpus, started, monkeypatch):
+    """evaluate, time and loss_samples start through the launcher too: the allocation's CPUs, one process."""
+    gpus(1)
+    monkeypatch.setenv("SLURM_JOB_ID", "7")
+    with pytest.raises(_Exec):
+        launch.main(["--gpus", "1", "--threads", "2", "--slurm-cpus", "8", "--", "evaluate", "--run", "r"])
+    assert started["argv"][1:4] == ["-m", "retinanet", "evaluate"] and started["env"]["OMP_NUM_THREADS"] == "8"

@@ -43,8 +43,9 @@ def train_inputs(wildcards):
     return inputs
 
 
-def train_gpus(wildcards, resources):
-    """GPUs the job was given (profile resource ``gpu``; 0 when unset): torchrun starts one process per GPU."""
+def job_gpus(wildcards, resources):
+    """GPUs the job asked for (profile resource ``gpu``; 0 when unset), passed to the launcher: train's torchrun
+    starts one process per GPU, and inside SLURM seeing fewer GPUs than this is an error."""
     return int(resources.get("gpu", 0) or 0)
 
 

@@ -1,4 +1,6 @@
 # One trained model per run id (run name + seed); evaluation, timing and loss samples read its run folder.
+# Each torch job starts through workflow/scripts/launch.py: its torch threads are the job's CPUs (Snakemake threads
+# locally, the allocation's cpus_per_task inside a SLURM job), and inside SLURM it checks that it sees its GPUs.
 
 
 rule run_config:
@@ -27,7 +29,7 @@ rule train:
         f"{W}/benchmarks/train/{{rid}}.tsv"
     params:
         run_dir=run_dir,
-        gpus=train_gpus,
+        gpus=job_gpus,
         cpus=slurm_cpus,
     threads: config["job_threads"]
     conda:
@@ -50,12 +52,14 @@ rule evaluate:
     params:
         run_dir=run_dir,
         out_dir=eval_dir,
+        gpus=job_gpus,
+        cpus=slurm_cpus,
     threads: config["job_threads"]
     conda:
         "../../environment.yml"
     shell:
-        "OMP_NUM_THREADS={threads} python -m retinanet evaluate --run {params.run_dir} --out {params.out_dir} "
-        "> {log} 2>&1"
+        "python -m workflow.scripts.launch --gpus {params.gpus} --threads {threads} --slurm-cpus {params.cpus} -- "
+        "evaluate --run {params.run_dir} --out {params.out_dir} > {log} 2>&1"
 
 
 rule time:
@@ -71,12 +75,14 @@ rule time:
     params:
         run_dir=run_dir,
         options=timing_args,
+        gpus=job_gpus,
+        cpus=slurm_cpus,
     threads: config.get("timing_threads", config["job_threads"])   # mini: all cores, so nothing runs beside it
     conda:
         "../../environment.yml"
     shell:
-        "OMP_NUM_THREADS={threads} python -m retinanet time --run {params.run_dir} --out {output} {params.options} "
-        "> {log} 2>&1"
+        "python -m workflow.scripts.launch --gpus {params.gpus} --threads {threads} --slurm-cpus {params.cpus} -- "
+        "time --run {params.run_dir} --out {output} {params.options} > {log} 2>&1"
 
 
 rule loss_samples:
@@ -92,9 +98,11 @@ rule loss_samples:
     params:
         run_dir=run_dir,
         options=loss_samples_args,
+        gpus=job_gpus,
+        cpus=slurm_cpus,
     threads: config["job_threads"]
     conda:
         "../../environment.yml"
     shell:
-        "OMP_NUM_THREADS={threads} python -m retinanet loss-samples --run {params.run_dir} --out {output} "
-        "{params.options} > {log} 2>&1"
+        "python -m workflow.scripts.launch --gpus {params.gpus} --threads {threads} --slurm-cpus {params.cpus} -- "
+        "loss-samples --run {params.run_dir} --out {output} {params.options} > {log} 2>&1"

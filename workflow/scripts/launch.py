@@ -1,6 +1,7 @@
 """Start ``python -m retinanet <command> ...`` with one process, or one per GPU under torchrun.
 
-Used by the train rule: ``launch.py --gpus N --threads T -- train --config RUN.yaml --out RUNDIR --resume auto``.
+Used by the train rule, ``launch.py --gpus N --threads T --slurm-cpus C -- train --config RUN.yaml --out RUNDIR
+--resume auto``, and the same way by the evaluate, time and loss_samples rules.
 ``N`` is the job's ``gpu`` resource (the profile's request). GPUs visible: ``torch.cuda.device_count()`` (which
 honours CUDA_VISIBLE_DEVICES), capped by CUDA_VISIBLE_DEVICES; no ``nvidia-smi`` needed. The processes started
 for ``train`` are min(N, GPUs visible), so a local CPU machine (mini/smoke scale) runs one plain process whatever
