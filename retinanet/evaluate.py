@@ -19,7 +19,9 @@ What a value means, the same with or without detections:
 A diverged run (``result.json``) gives AP 0 for every column (the study's contract: a diverged run scores 0),
 status ``diverged`` and an empty detections file.
 ``--test-dev IMAGES ANNOTATIONS`` instead exports the detections for an unlabeled split (COCO test-dev
-``image_info`` JSON) in the evaluation server's format, ``DIR/detections_<split>_results.json``, without metrics.
+``image_info`` JSON) in the evaluation server's format and file naming, ``DIR/detections_<split>_<alg>_results.json``
+(e.g. ``detections_test-dev2017_r101-800-fl-g2-a0.25-jit-1.5x-s0_results.json``; ``--alg``, default the run
+folder's name), without metrics.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ import copy
 import dataclasses
 import io
 import json
+import re
 import sys
 from pathlib import Path
 from typing import Any
@@ -191,18 +194,30 @@ def evaluate_run(run_dir: str | Path, out_dir: str | Path, *, device_name: str |
     return metrics
 
 
+def server_file_name(split: str, alg: str) -> str:
+    """The COCO evaluation server's name for a detection results file: ``detections_<split>_<alg>_results.json``
+    (``[type]_[testset]_[alg]_results.json``; ``split`` e.g. ``test-dev2017``). Underscores separate the fields, so
+    ``alg`` may hold only letters, digits, ``-`` and ``.``."""
+    if not re.fullmatch(r"[A-Za-z0-9.-]+", alg):
+        raise ValueError(f"--alg: {alg!r} must be letters, digits, '-' or '.' (the server's file name "
+                         f"detections_{split}_<alg>_results.json splits on '_')")
+    return f"detections_{split}_{alg}_results.json"
+
+
 def export_test_dev(run_dir: str | Path, out_dir: str | Path, images: str | Path, annotations: str | Path, *,
-                    device_name: str | None = None) -> Path:
-    """Detections for an unlabeled split (COCO ``image_info`` JSON), in the evaluation server's file naming."""
+                    alg: str | None = None, device_name: str | None = None) -> Path:
+    """Detections for an unlabeled split (COCO ``image_info`` JSON) in ``out_dir``, named as the evaluation server
+    expects (:func:`server_file_name`); ``alg`` defaults to the run folder's name with other characters as ``-``."""
     run_dir, out_dir = Path(run_dir), Path(out_dir)
+    split = Path(annotations).stem.replace("image_info_", "")
+    name = server_file_name(split, alg if alg is not None else re.sub(r"[^A-Za-z0-9.-]+", "-", run_dir.resolve().name))
     if run_status(run_dir).get("status") != "completed":
         raise ValueError(f"{run_dir / 'result.json'}: status is not 'completed'; nothing to export")
     cfg, model, device = load_run(run_dir, device_name)
     dataset = CocoDetection(images, annotations, min_sizes=[cfg.data.min_size], max_size=cfg.data.max_size,
                             hflip=False, pixel_mean=cfg.data.pixel_mean, pixel_std=cfg.data.pixel_std, train=False,
                             require_annotations=False)
-    split = Path(annotations).stem.replace("image_info_", "")
-    path = out_dir / f"detections_{split}_results.json"
+    path = out_dir / name
     atomic.write_json(path, detect(model, dataset, cfg, device))
     return path
 
@@ -215,12 +230,14 @@ def add_command(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--device", default=None, help="override the run's device (auto, cpu, cuda)")
     p.add_argument("--test-dev", nargs=2, metavar=("IMAGES", "ANNOTATIONS"), default=None,
                    help="export detections for an unlabeled split (e.g. test2017 image_info_test-dev2017.json)")
+    p.add_argument("--alg", default=None, help="with --test-dev: the algorithm name in the server's file name "
+                   "detections_<split>_<alg>_results.json (default: the run folder's name)")
     p.set_defaults(func=_main)
 
 
 def _main(args: argparse.Namespace) -> int:
     if args.test_dev:
-        path = export_test_dev(args.run, args.out, *args.test_dev, device_name=args.device)
+        path = export_test_dev(args.run, args.out, *args.test_dev, alg=args.alg, device_name=args.device)
         print(f"evaluate: wrote {path}", file=sys.stderr)
         return 0
     metrics = evaluate_run(args.run, args.out, device_name=args.device)

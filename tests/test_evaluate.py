@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+import re
 import statistics
 from pathlib import Path
 
@@ -28,6 +29,7 @@ from retinanet.evaluate import (
     inference_memory_format,
     load_run,
     prepare,
+    server_file_name,
     to_coco,
 )
 from retinanet.timing import measure, time_run
@@ -171,13 +173,22 @@ def test_unfinished_run_is_refused(tmp_path):
     assert not (tmp_path / "eval" / "metrics.json").exists()
 
 
+def test_test_dev_file_name_follows_the_evaluation_server():
+    assert server_file_name("test-dev2017", "r101-800-fl-g2-a0.25-jit-1.5x-s0") == \
+        "detections_test-dev2017_r101-800-fl-g2-a0.25-jit-1.5x-s0_results.json"
+    with pytest.raises(ValueError, match="--alg: 'my_retinanet' must be letters, digits"):
+        server_file_name("test-dev2017", "my_retinanet")  # '_' separates the name's fields
+
+
 def test_test_dev_export_has_the_server_format(trained_run, tmp_path):
     data = json.loads((trained_run.parent / "data" / "annotations" / "instances.json").read_text())
     info = {"images": data["images"][:2], "categories": data["categories"]}  # no annotations, like test-dev
     (tmp_path / "image_info_test-dev2017.json").write_text(json.dumps(info))
     path = export_test_dev(trained_run, tmp_path, trained_run.parent / "data" / "images",
                            tmp_path / "image_info_test-dev2017.json")
-    assert path.name == "detections_test-dev2017_results.json"
+    # the server's [type]_[testset]_[alg]_results.json; alg defaults to the run folder's name
+    assert path.name == f"detections_test-dev2017_{trained_run.name}_results.json"
+    assert re.fullmatch(r"detections_test-dev2017_[A-Za-z0-9.-]+_results\.json", path.name)
     dets = json.loads(path.read_text())
     assert dets and {d["image_id"] for d in dets} <= {1, 2}
     assert all(set(d) == {"image_id", "category_id", "bbox", "score"} and len(d["bbox"]) == 4 for d in dets)
