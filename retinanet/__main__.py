@@ -26,6 +26,7 @@ COMMANDS = (
     "retinanet.synthetic",
     "retinanet.anchor_stats",
     "retinanet.pretrain",
+    "retinanet.plan",
     # registration point: append a module that defines add_command(subparsers)
 )
 
