@@ -15,8 +15,10 @@ and gradient are finite for every finite logit and every ``gamma >= 0``. Autogra
 rounds to 0 (``x_t > ~17`` in float32): its derivative ``gamma (1 - p_t)^(gamma - 1)`` is ``inf`` there, times 0.
 
 Speed and memory (the loss sees ~100k anchors x 80 classes per image). Loss and gradient are computed in one pass
-over the input, chunk by chunk (on CPU spread over the intra-op threads), so the temporaries stay small (a few
-chunk-sized buffers, in cache) and nothing but the gradient is kept for backward, where it is scaled in place.
+over the input: on paper-size inputs one compiled loop (:func:`_compiled_focal`: Inductor's C++ backend on CPU, one
+Triton kernel on CUDA), elsewhere chunk by chunk (on CPU spread over the intra-op threads), so the temporaries stay
+small (a few chunk-sized buffers, in cache) and nothing but the gradient is kept for backward, where it is scaled in
+place.
 Peak extra memory is two tensors of the input's size (the loss and the gradient); torchvision's formula and autograd
 allocate ~10-20. Half-precision inputs (bf16 autocast) are computed in float32; the loss is returned in float32 (it
 is summed over millions of elements) and the gradient is cast back to the logits' dtype.
@@ -49,8 +51,8 @@ d loss / d x into the given views."""
 
 
 def _run(logits: Tensor, targets: Tensor, kernel: Kernel, with_grad: bool) -> tuple[Tensor, Tensor | None]:
-    """The loss ``[...]`` and, if ``with_grad``, its derivative ``[...]``: FL on large float32 CPU inputs from the
-    compiled one-pass kernel, everything else chunk by chunk."""
+    """The loss ``[...]`` and, if ``with_grad``, its derivative ``[...]``: FL on large inputs from the compiled
+    one-pass kernel where it applies (:func:`_compiles`), everything else chunk by chunk."""
     if isinstance(kernel, partial) and kernel.func is _focal_kernel:
         fused = _focal_compiled(logits, targets, with_grad=with_grad, **kernel.keywords)
         if fused is not None:
@@ -100,13 +102,15 @@ class _ElementwiseLoss(torch.autograd.Function):
 def _focal_one_pass(x: Tensor, t: Tensor, p: Tensor, with_grad: bool,
                     square: bool) -> tuple[Tensor, Tensor | None]:
     """FL (eq. 5) and eq. 10 as one expression: compiled (:func:`_compiled_focal`), it is one loop over the input
-    that reads ``x`` and ``t`` once and writes the loss and the gradient, with no temporaries.
+    that reads ``x`` and ``t`` once and writes the loss and the gradient, with no temporaries. Half-precision
+    inputs (CUDA) are read as they are and computed in float32 inside the loop; loss and gradient are float32.
 
     ``p = [gamma, c0, c1, a0, a1]`` (a float32 tensor, not Python floats: torch 2.14's compiled graph with
     ``dynamic=True`` reused the first call's float values for later calls with other values), with
     ``alpha_t = a0 + a1 t`` and ``-y alpha_t = c0 - c1 t`` (:func:`_weights`); the formulas are those of
     :func:`_focal_kernel`."""
     gamma, c0, c1, a0, a1 = p.unbind()
+    x, t = x.float(), t.float()  # no-ops for float32
     z = x - 2.0 * x * t  # -x_t (eq. 6)
     # Three transcendental functions per element instead of five: with e = exp(-|z|), -log p_t = softplus(z) =
     # max(z, 0) + log1p(e), log(1 - p_t) = log sigmoid(z) = min(z, 0) - log1p(e), 1 - p_t = sigmoid(z) from e,
@@ -124,10 +128,19 @@ def _focal_one_pass(x: Tensor, t: Tensor, p: Tensor, with_grad: bool,
 
 
 _COMPILE_MIN_ELEMENTS = 1 << 20
-"""Float32 CPU inputs from this size on (the paper's ~100k anchors x 80 classes per image) use the compiled one-pass
-kernel; smaller ones (``mini``: ~3k anchors x 6 classes) are not worth a compilation (a few seconds, once per
-process and (gamma, alpha))."""
-_compiled: dict[str, Any] = {}
+"""Inputs from this size on (the paper's ~100k anchors x 80 classes per image) use the compiled one-pass kernel;
+smaller ones (``mini``: ~3k anchors x 6 classes) are not worth a compilation (a few seconds, once per process)."""
+_COMPILED_DTYPES: dict[str, tuple[torch.dtype, ...]] = {
+    "cpu": (torch.float32,),
+    "cuda": (torch.float32, torch.bfloat16, torch.float16),
+}
+"""Logit dtypes the compiled kernel takes, per device type. On CUDA, half-precision logits are read as they are
+and upcast inside the kernel (half the bytes read); on CPU, the kernel is checked for float32 only."""
+_compiled: dict[str, dict[str, Any]] = {}
+"""Per device type (``cpu``, ``cuda``): ``fn``, the compiled kernel or None, and ``status`` (:func:`fused_kernel`)."""
+_params: dict[tuple[str, float, float | None], Tensor] = {}
+"""The kernel's parameter tensor per (device, gamma, alpha): made once, so a CUDA step does not copy it from the
+host (a pageable copy waits for the queued work)."""
 
 
 def _vector_isa() -> Any:
@@ -139,10 +152,24 @@ def _vector_isa() -> Any:
     return pick_vec_isa()
 
 
-def _compiled_focal() -> Callable[..., tuple[Tensor, Tensor | None]] | None:
-    """``torch.compile`` of :func:`_focal_one_pass` (Inductor's C++ backend) for this CPU's vector ISA, or None,
-    with the reason in :func:`fused_kernel`: compilation off (``RETINANET_COMPILE=0``), no vector ISA, or a failed
-    compilation earlier in this process (no compiler: a warning, then the eager chunks).
+def _triton_available() -> bool:
+    """Whether Inductor can generate Triton kernels here (Triton installed and a GPU it supports)."""
+    from torch.utils._triton import has_triton
+
+    return has_triton()
+
+
+def _compiled_focal(device_type: str = "cpu") -> Callable[..., tuple[Tensor, Tensor | None]] | None:
+    """``torch.compile`` of :func:`_focal_one_pass` for ``device_type``, or None, with the reason in
+    :func:`fused_kernel`: compilation off (``RETINANET_COMPILE=0``), no vector ISA (CPU) or no Triton (CUDA), a
+    device type without a compiled kernel, or a failed compilation earlier in this process (no compiler: a warning,
+    then the eager chunks).
+
+    CUDA: Inductor generates one Triton kernel (no ``cpp.simdlen``: that option is the C++ backend's; Triton's
+    cache is keyed by the GPU's architecture itself). It replaces the eager chunks' 12 kernel launches per 2^20
+    elements, each reading and writing the whole chunk, by one pass over the input.
+
+    CPU: Inductor's C++ backend, for this CPU's vector ISA.
 
     The ISA's width is passed as ``cpp.simdlen``, which puts it in the key of Inductor's on-disk graph cache. Left
     implicit, torch 2.14 keyed the generated C++ by the graph alone: a cache written on a CPU with AVX-512 (16
@@ -152,46 +179,71 @@ def _compiled_focal() -> Callable[..., tuple[Tensor, Tensor | None]] | None:
     than the eager chunks (whose ATen kernels vectorize on their own): 65 against 28 ms on 8M elements, 2 threads,
     Intel Xeon (Sapphire Rapids); so the eager chunks are used then.
     """
-    if "fn" not in _compiled:
-        isa = _vector_isa()
-        if os.environ.get("RETINANET_COMPILE", "1") == "0":
-            _compiled.update(fn=None, status="eager chunks (RETINANET_COMPILE=0)")
-        elif not isa:
-            _compiled.update(fn=None, status="eager chunks (Inductor has no vector ISA on this CPU: a scalar loop "
-                                             "would be slower)")
+    entry = _compiled.setdefault(device_type, {})
+    if "fn" in entry:
+        return entry["fn"]
+    if os.environ.get("RETINANET_COMPILE", "1") == "0":
+        entry.update(fn=None, status="eager chunks (RETINANET_COMPILE=0)")
+    elif device_type == "cuda":
+        if not _triton_available():
+            entry.update(fn=None, status="eager chunks (no Triton for CUDA here)")
         else:
-            _compiled.update(status=f"compiled one pass, {isa} ({isa.bit_width()}-bit vectors)",
-                             fn=torch.compile(_focal_one_pass, dynamic=True, fullgraph=True,
-                                              options={"cpp.simdlen": isa.bit_width()}))
-    return _compiled["fn"]
+            entry.update(status="compiled one pass, Triton (CUDA)",
+                         fn=torch.compile(_focal_one_pass, dynamic=True, fullgraph=True))
+    elif device_type == "cpu":
+        isa = _vector_isa()
+        if not isa:
+            entry.update(fn=None, status="eager chunks (Inductor has no vector ISA on this CPU: a scalar loop "
+                                         "would be slower)")
+        else:
+            entry.update(status=f"compiled one pass, {isa} ({isa.bit_width()}-bit vectors)",
+                         fn=torch.compile(_focal_one_pass, dynamic=True, fullgraph=True,
+                                          options={"cpp.simdlen": isa.bit_width()}))
+    else:
+        entry.update(fn=None, status=f"eager chunks (no compiled kernel for {device_type})")
+    return entry["fn"]
 
 
-def fused_kernel() -> str:
-    """Which kernel computes FL and its gradient on float32 CPU inputs of paper size (>= 2^20 elements), and why:
-    e.g. ``compiled one pass, avx512 avx512_vnni (512-bit vectors)`` or ``eager chunks (...)``."""
-    _compiled_focal()
-    return _compiled["status"]
+def fused_kernel(device: torch.device | str = "cpu") -> str:
+    """Which kernel computes FL and its gradient on paper-size inputs (>= 2^20 elements of a dtype in
+    :data:`_COMPILED_DTYPES`) on ``device``'s type, and why: e.g. ``compiled one pass, avx512 avx512_vnni (512-bit
+    vectors)``, ``compiled one pass, Triton (CUDA)`` or ``eager chunks (...)``."""
+    device_type = torch.device(device).type
+    _compiled_focal(device_type)
+    return _compiled[device_type]["status"]
+
+
+def _compiles(logits: Tensor, targets: Tensor) -> bool:
+    """Whether FL on these inputs takes the compiled kernel: at least :data:`_COMPILE_MIN_ELEMENTS` elements, logits
+    of a dtype the device's kernel takes (:data:`_COMPILED_DTYPES`), float32 targets (or the logits' dtype)."""
+    dtypes = _COMPILED_DTYPES.get(logits.device.type, ())
+    return (logits.dtype in dtypes and targets.dtype in (torch.float32, logits.dtype)
+            and logits.numel() >= _COMPILE_MIN_ELEMENTS)
 
 
 def _focal_compiled(logits: Tensor, targets: Tensor, gamma: float, alpha: float | None,
                     with_grad: bool) -> tuple[Tensor, Tensor | None] | None:
-    """Loss and gradient from the compiled kernel, or None when it does not apply or compilation fails."""
-    if (logits.device.type != "cpu" or logits.dtype != torch.float32 or targets.dtype != torch.float32
-            or logits.numel() < _COMPILE_MIN_ELEMENTS):
+    """Loss and gradient (float32) from the compiled kernel, or None when it does not apply (:func:`_compiles`) or
+    compilation fails."""
+    if not _compiles(logits, targets):
         return None
-    fn = _compiled_focal()
+    device_type = logits.device.type
+    fn = _compiled_focal(device_type)
     if fn is None:
         return None
-    c0, c1 = _weights(alpha)
-    a0, a1 = (1.0, 0.0) if alpha is None else (1.0 - alpha, 2.0 * alpha - 1.0)
-    params = torch.tensor([gamma, c0, c1, a0, a1], dtype=torch.float32)
+    key = (str(logits.device), gamma, alpha)
+    if key not in _params:
+        c0, c1 = _weights(alpha)
+        a0, a1 = (1.0, 0.0) if alpha is None else (1.0 - alpha, 2.0 * alpha - 1.0)
+        _params[key] = torch.tensor([gamma, c0, c1, a0, a1], dtype=torch.float32, device=logits.device)
+    params = _params[key]
     try:
         with torch.no_grad():
             return fn(logits.detach(), targets, params, with_grad, gamma == 2.0)
     except Exception as exc:  # noqa: BLE001 - any compiler failure: fall back to the eager kernel, once
         warnings.warn(f"focal_loss: torch.compile failed ({type(exc).__name__}: {exc}); using the eager kernel",
                       stacklevel=3)
-        _compiled.update(fn=None, status=f"eager chunks (compilation failed: {type(exc).__name__})")
+        _compiled[device_type].update(fn=None, status=f"eager chunks (compilation failed: {type(exc).__name__})")
         return None
 
 

@@ -259,25 +259,79 @@ def test_compile_failure_or_switch_falls_back_to_the_eager_kernel(monkeypatch: p
     def broken(*args, **kwargs):
         raise RuntimeError("no compiler")
 
-    monkeypatch.setitem(losses._compiled, "fn", broken)
+    monkeypatch.setitem(losses._compiled, "cpu", {"fn": broken})
     with pytest.warns(UserWarning, match="torch.compile failed .*no compiler.*eager kernel"):
         loss, grad = _value_and_grad(lambda a, b: focal_loss(a, b, gamma=2.0, alpha=0.25), x, t)
-    assert losses._compiled["fn"] is None  # tried once per process
+    assert losses._compiled["cpu"]["fn"] is None  # tried once per process
     torch.testing.assert_close(loss, eager, rtol=0, atol=0)
     torch.testing.assert_close(grad, eager_grad, rtol=0, atol=0)
     assert losses.fused_kernel() == "eager chunks (compilation failed: RuntimeError)"
-    monkeypatch.delitem(losses._compiled, "fn")
+    monkeypatch.delitem(losses._compiled["cpu"], "fn")
     monkeypatch.setenv("RETINANET_COMPILE", "0")
     assert losses._compiled_focal() is None
     assert losses.fused_kernel() == "eager chunks (RETINANET_COMPILE=0)"
-    monkeypatch.delitem(losses._compiled, "fn")
+    monkeypatch.delitem(losses._compiled["cpu"], "fn")
     monkeypatch.delenv("RETINANET_COMPILE")
     monkeypatch.setattr(losses, "_vector_isa", lambda: False)  # Inductor would emit a scalar loop
     assert losses._compiled_focal() is None
     assert "no vector ISA" in losses.fused_kernel()
     loss, grad = _value_and_grad(lambda a, b: focal_loss(a, b, gamma=2.0, alpha=0.25), x, t)
     torch.testing.assert_close(loss, eager, rtol=0, atol=0)
-    monkeypatch.delitem(losses._compiled, "fn")
+    monkeypatch.delitem(losses._compiled["cpu"], "fn")
+
+
+class _FakeIsa:
+    """Stands in for Inductor's vector ISA object (``str`` and ``bit_width``)."""
+
+    def __str__(self) -> str:
+        return "avx512"
+
+    def bit_width(self) -> int:
+        return 512
+
+
+def test_cuda_inputs_take_one_compiled_kernel_without_the_cpu_vector_width(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The dispatch on CUDA, checked without a GPU (fake CUDA tensors carry only shape, dtype and device): float32,
+    bf16 and fp16 CUDA logits of paper size go to ``torch.compile`` of the one-pass kernel, compiled without the C++
+    backend's ``cpp.simdlen`` (the CPU's compile keeps it); small inputs and bf16 on CPU keep the eager chunks.
+    The numbers on a real GPU: benchmarks/gpu_check.py."""
+    from torch._subclasses.fake_tensor import FakeTensorMode
+
+    compiled: dict[str, dict] = {}
+
+    def fake_compile(fn, **kwargs):
+        compiled[f"call{len(compiled)}"] = kwargs
+
+        def kernel(x, t, p, with_grad, square):
+            out = torch.empty(x.shape, dtype=torch.float32, device=x.device)
+            return out, torch.empty_like(out) if with_grad else None
+        return kernel
+
+    monkeypatch.setattr(losses, "_compiled", {})
+    monkeypatch.setattr(losses, "_params", {})
+    monkeypatch.setattr(losses, "_triton_available", lambda: True)
+    monkeypatch.setattr(losses, "_vector_isa", lambda: _FakeIsa())
+    monkeypatch.setattr(torch, "compile", fake_compile)
+    n = losses._COMPILE_MIN_ELEMENTS
+    with FakeTensorMode():
+        t = torch.zeros(n, device="cuda")
+        for dtype in (torch.float32, torch.bfloat16, torch.float16):
+            x = torch.zeros(n, device="cuda", dtype=dtype)
+            assert losses._compiles(x, t)
+            loss = focal_loss(x, t, gamma=2.0, alpha=0.25)  # (autograd's engine needs a real GPU)
+            assert loss.dtype == torch.float32 and loss.device.type == "cuda"
+            fused = losses._focal_compiled(x, t, gamma=2.0, alpha=0.25, with_grad=True)
+            assert fused is not None and fused[1].dtype == torch.float32
+        assert not losses._compiles(torch.zeros(n - 1, device="cuda"), t[:-1])
+        assert not losses._compiles(torch.zeros(n, dtype=torch.bfloat16), torch.zeros(n))  # bf16 on CPU: eager
+    assert len(compiled) == 1 and "cpp.simdlen" not in compiled["call0"].get("options", {})
+    assert losses.fused_kernel("cuda:0") == "compiled one pass, Triton (CUDA)"
+    assert losses._compiled_focal("cpu") is not None  # the CPU's compile names its vector width
+    assert compiled["call1"]["options"] == {"cpp.simdlen": 512}
+    assert losses.fused_kernel() == "compiled one pass, avx512 (512-bit vectors)"
+    monkeypatch.setattr(losses, "_compiled", {})
+    monkeypatch.setattr(losses, "_triton_available", lambda: False)
+    assert losses.fused_kernel("cuda") == "eager chunks (no Triton for CUDA here)"
 
 
 _ISA_PROBE = """
@@ -294,7 +348,7 @@ def run():
     return loss.detach(), x.grad
 
 status = losses.fused_kernel()
-(fused, fused_grad), _ = run(), losses._compiled.update(fn=None)  # then the eager chunks
+(fused, fused_grad), _ = run(), losses._compiled["cpu"].update(fn=None)  # then the eager chunks
 eager, eager_grad = run()
 torch.testing.assert_close(fused, eager, rtol=1e-5, atol=1e-6)
 torch.testing.assert_close(fused_grad, eager_grad, rtol=1e-5, atol=1e-6)
