@@ -12,6 +12,7 @@ Anchor centres sit at the centre of their feature cell, ``((x + 0.5) * stride, (
 from __future__ import annotations
 
 import math
+from collections import OrderedDict
 
 import torch
 from torch import Tensor
@@ -20,6 +21,11 @@ from retinanet.config import AnchorConfig
 
 #: Strides of P3..P7.
 STRIDES: tuple[int, ...] = (8, 16, 32, 64, 128)
+
+CACHED_SIZES = 16
+"""Padded batch sizes whose anchors an :class:`AnchorGenerator` keeps (least recently used dropped first). COCO
+batches at the paper's scale pad to a handful of shapes (aspect grouping: 640 x 896, 896 x 640, ...); 16 keeps all
+of them (122,760 anchors at 640 x 1024 are 2 MB each in float32)."""
 
 
 def cell_anchors(size: float, num_scales: int, aspect_ratios: list[float]) -> Tensor:
@@ -41,38 +47,56 @@ def cell_anchors(size: float, num_scales: int, aspect_ratios: list[float]) -> Te
 class AnchorGenerator:
     """Anchors for every level of a padded batch (all images of a batch share the padded size).
 
+    Anchors are built on the device that asks for them (no host-to-device copy per batch, which on a GPU would
+    wait for the queued work) and cached per (feature shapes, device, dtype): the :data:`CACHED_SIZES` most
+    recently used padded sizes. A cached tensor is returned as is; callers must not modify it.
+
     Args:
         cfg: the run's :class:`~retinanet.config.AnchorConfig`.
     """
 
     def __init__(self, cfg: AnchorConfig) -> None:
         self.cells = [cell_anchors(s, cfg.num_scales, cfg.aspect_ratios) for s in cfg.sizes]
-        self._cache: dict[tuple, Tensor] = {}
+        self._cells_on: dict[tuple[torch.device, torch.dtype], list[Tensor]] = {}
+        self._cache: OrderedDict[tuple, Tensor] = OrderedDict()
 
     @property
     def num_anchors(self) -> int:
         """A, anchors per location."""
         return self.cells[0].shape[0]
 
-    def __call__(self, feature_shapes: list[tuple[int, int]], device: torch.device | str = "cpu") -> Tensor:
+    def __call__(self, feature_shapes: list[tuple[int, int]], device: torch.device | str = "cpu",
+                 dtype: torch.dtype = torch.float32) -> Tensor:
         """All anchors, levels P3..P7 concatenated, each level ordered (y, x, anchor).
 
         Args:
             feature_shapes: ``(H_l, W_l)`` of P3..P7.
+            device, dtype: where and in which precision to build them (float32: box coordinates up to ~1333 px
+                need it).
 
         Returns:
-            ``[R, 4]`` xyxy with ``R = A * sum_l H_l W_l`` (the layout of the heads' flattened outputs).
+            ``[R, 4]`` xyxy with ``R = A * sum_l H_l W_l`` (the layout of the heads' flattened outputs), on
+            ``device``; the same tensor for the same arguments while it stays cached.
         """
-        key = (tuple(feature_shapes), str(device))
-        if key not in self._cache:
-            levels = []
-            for (h, w), stride, cell in zip(feature_shapes, STRIDES, self.cells, strict=True):
-                ys = (torch.arange(h, dtype=torch.float32) + 0.5) * stride
-                xs = (torch.arange(w, dtype=torch.float32) + 0.5) * stride
-                cy, cx = torch.meshgrid(ys, xs, indexing="ij")
-                shifts = torch.stack((cx, cy, cx, cy), dim=-1).reshape(-1, 1, 4)
-                levels.append((shifts + cell.reshape(1, -1, 4)).reshape(-1, 4))
-            self._cache = {key: torch.cat(levels).to(device)}  # one padded size at a time is enough
+        device = torch.device(device)
+        if device.type == "cuda" and device.index is None:
+            device = torch.device("cuda", torch.cuda.current_device())
+        key = (tuple(tuple(s) for s in feature_shapes), device, dtype)
+        if key in self._cache:
+            self._cache.move_to_end(key)
+            return self._cache[key]
+        if (device, dtype) not in self._cells_on:  # once per device: the only host-to-device copy
+            self._cells_on[device, dtype] = [c.to(device, dtype) for c in self.cells]
+        levels = []
+        for (h, w), stride, cell in zip(feature_shapes, STRIDES, self._cells_on[device, dtype], strict=True):
+            ys = (torch.arange(h, dtype=dtype, device=device) + 0.5) * stride
+            xs = (torch.arange(w, dtype=dtype, device=device) + 0.5) * stride
+            cy, cx = torch.meshgrid(ys, xs, indexing="ij")
+            shifts = torch.stack((cx, cy, cx, cy), dim=-1).reshape(-1, 1, 4)
+            levels.append((shifts + cell.reshape(1, -1, 4)).reshape(-1, 4))
+        self._cache[key] = torch.cat(levels)
+        if len(self._cache) > CACHED_SIZES:
+            self._cache.popitem(last=False)
         return self._cache[key]
 
     def level_sizes(self, feature_shapes: list[tuple[int, int]]) -> list[int]:

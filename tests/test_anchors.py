@@ -49,3 +49,48 @@ def test_anchor_count_at_600x1000():
     assert sum(gen.level_sizes(feature_shapes(600, 1000))) == 113_193
     assert sum(gen.level_sizes(feature_shapes(640, 1024))) == 122_760
     assert STRIDES == (8, 16, 32, 64, 128)
+
+
+def test_anchors_are_cached_per_padded_size_device_and_dtype(monkeypatch):
+    gen = AnchorGenerator(AnchorConfig())
+    a, b = feature_shapes(640, 896), feature_shapes(896, 640)
+    first = gen(a)
+    assert gen(a) is first and gen(list(a), torch.device("cpu")) is first  # same key however it is spelled
+    assert gen(b) is not first and gen(a) is first  # two padded sizes live side by side
+    double = gen(a, dtype=torch.float64)
+    assert double.dtype == torch.float64 and double is not first
+    torch.testing.assert_close(double.float(), first, rtol=0, atol=0)
+    monkeypatch.setattr("retinanet.anchors.CACHED_SIZES", 2)
+    gen = AnchorGenerator(AnchorConfig())
+    x, y, z = (feature_shapes(128 * k, 128) for k in (1, 2, 3))
+    ax = gen(x)
+    gen(y)
+    assert gen(x) is ax  # x is now the most recently used
+    gen(z)  # evicts y, the least recently used
+    assert gen(x) is ax and len(gen._cache) == 2 and all(k[0] != tuple(y) for k in gen._cache)
+
+
+def test_anchors_are_built_on_the_device_that_asks():
+    """Built where they are used: after the per-device copy of the cell anchors, a new padded size runs no op on
+    another device (on a GPU, a host-to-device copy per batch would wait for the queued work). The meta device
+    stands in for a GPU: nothing on it is computed, so a CPU tensor anywhere would show."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    class Devices(TorchDispatchMode):
+        def __init__(self):
+            super().__init__()
+            self.seen = set()
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            out = func(*args, **(kwargs or {}))
+            for t in [*args, *(kwargs or {}).values(), out]:
+                if isinstance(t, torch.Tensor):
+                    self.seen.add((str(func), t.device.type))
+            return out
+
+    gen = AnchorGenerator(AnchorConfig())
+    gen(feature_shapes(128, 128), "meta")
+    with Devices() as mode:
+        out = gen(feature_shapes(640, 1024), "meta")
+    assert out.device.type == "meta" and out.shape == (122_760, 4)
+    assert mode.seen and {device for _, device in mode.seen} == {"meta"}, sorted(mode.seen)
