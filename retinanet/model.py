@@ -20,7 +20,7 @@ from retinanet.backbone import ResNetFPN
 from retinanet.config import LossConfig, MatcherConfig, RunConfig, TestConfig
 from retinanet.head import RetinaNetHead
 from retinanet.losses import build_box_loss, build_classification_loss
-from retinanet.matching import BACKGROUND, IGNORE, match
+from retinanet.matching import BACKGROUND, IGNORE, match_with_demoted
 from retinanet.postprocess import postprocess
 from retinanet.sampling import ohem_mask
 
@@ -85,6 +85,11 @@ class RetinaNet(nn.Module):
             matched ``[N, R]`` (GT index, or BACKGROUND / IGNORE), the matched GT box ``[N, R, 4]`` and class
             ``[N, R]`` of each anchor (meaningful where matched >= 0).
         """
+        return self.assign_with_demoted(anchors, targets)[:3]
+
+    def assign_with_demoted(self, anchors: Tensor, targets: Targets) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        """:meth:`assign`, and the ``[N, R]`` bool mask of the anchors the ``detectron`` low-quality rule made
+        foreground and sent back to background (:func:`retinanet.matching.match_with_demoted`)."""
         n = len(targets)
         m = max((len(t["boxes"]) for t in targets), default=0)
         if m == 0:
@@ -98,14 +103,14 @@ class RetinaNet(nn.Module):
             valid = pad_sequence([torch.ones(len(t["boxes"]), dtype=torch.bool, device=anchors.device)
                                   for t in targets], batch_first=True)
         iou = box_iou(gt_boxes.reshape(-1, 4), anchors).reshape(n, m, anchors.shape[0])
-        matched = match(iou, valid, fg_iou=self.matcher.fg_iou, bg_iou=self.matcher.bg_iou,
-                        low_quality=self.matcher.low_quality)
+        matched, demoted = match_with_demoted(iou, valid, fg_iou=self.matcher.fg_iou, bg_iou=self.matcher.bg_iou,
+                                              low_quality=self.matcher.low_quality)
         idx = matched.clamp(min=0)
         if m == 0:  # no GT in the whole batch: every anchor is background
-            return matched, anchors.new_zeros(n, anchors.shape[0], 4), idx
+            return matched, anchors.new_zeros(n, anchors.shape[0], 4), idx, demoted
         anchor_boxes = gt_boxes.gather(1, idx.unsqueeze(-1).expand(-1, -1, 4))
         anchor_labels = gt_labels.gather(1, idx)
-        return matched, anchor_boxes, anchor_labels
+        return matched, anchor_boxes, anchor_labels, demoted
 
     def forward(self, images: Tensor, targets: Targets | None = None) -> dict[str, Tensor] | list[dict[str, Tensor]]:
         """Training: the loss dict of :meth:`losses`. Evaluation: :meth:`predict` over the full padded size."""
@@ -120,7 +125,8 @@ class RetinaNet(nn.Module):
 
         The classification loss covers every anchor that is not ignored (``loss.sampling='all'``), or the OHEM
         minibatch of each image (``'ohem'``, Table 1d). Both losses are divided by the normalizer of
-        ``loss.normalizer`` (``detectron``: the sum over the batch's images of fg anchors + 1).
+        ``loss.normalizer`` (``detectron``: the sum over the batch's images of fg anchors + 1, where fg counts the
+        low-quality anchors sent back to background, as Detectron's ``fg_inds`` did).
 
         Returns:
             ``loss_cls``, ``loss_box`` (scalars; their sum is the training loss) and ``num_fg`` (fg anchors).
@@ -132,7 +138,7 @@ class RetinaNet(nn.Module):
                             ) -> dict[str, Tensor]:
         """:meth:`losses` given the head outputs ``logits [N, R, K]``, ``deltas [N, R, 4]`` and ``anchors [R, 4]``
         (matching, targets and both losses, all images at once)."""
-        matched, gt_boxes, gt_labels = self.assign(anchors, targets)
+        matched, gt_boxes, gt_labels, demoted = self.assign_with_demoted(anchors, targets)
         fg = matched >= 0
         cls_targets = torch.zeros_like(logits, dtype=torch.float32)
         cls_targets.scatter_(2, gt_labels.unsqueeze(-1), fg.unsqueeze(-1).float())
@@ -142,8 +148,11 @@ class RetinaNet(nn.Module):
 
         fg_per_image = fg.sum(dim=1).float()  # [N]
         norm = self.loss_cfg.normalizer
+        # Detectron (_get_retinanet_blobs) counts fg_inds before it sends a GT's best anchors with IoU < bg_iou back
+        # to background: its num_fg + 1 includes them, though they are labeled background and take no box loss.
+        detectron_norm = (fg_per_image + demoted.sum(dim=1) + 1).sum()
         if norm == "detectron":
-            loss_box = box_per_anchor.sum() / (fg_per_image + 1).sum()
+            loss_box = box_per_anchor.sum() / detectron_norm
         elif norm == "per_image":
             loss_box = (box_per_anchor.sum(1) / fg_per_image.clamp(min=1)).mean()
         elif norm == "ema":
@@ -159,7 +168,7 @@ class RetinaNet(nn.Module):
             # OHEM averages the loss over its minibatch (Fast R-CNN / OHEM convention), not over fg anchors.
             loss_cls = (cls_per_anchor * selected).sum() / selected.sum().clamp(min=1)
         elif norm == "detectron":
-            loss_cls = cls_per_anchor.sum() / (fg_per_image + 1).sum()
+            loss_cls = cls_per_anchor.sum() / detectron_norm
         elif norm == "per_image":
             loss_cls = (cls_per_anchor.sum(1) / fg_per_image.clamp(min=1)).mean()
         else:

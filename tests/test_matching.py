@@ -2,7 +2,7 @@ import torch
 
 from retinanet.matching import BACKGROUND as B
 from retinanet.matching import IGNORE as I
-from retinanet.matching import match
+from retinanet.matching import match, match_with_demoted
 
 # Hand-made IoU of 3 GT boxes with 7 anchors.
 #   a0: 0.70 with gt0 -> fg 0 everywhere
@@ -74,3 +74,17 @@ def test_batched_with_padding_equals_per_image():
     for policy in ("detectron", "any", "none"):
         out = _m(batch, policy, valid)
         assert out == [_m(IOU, policy), _m(second, policy)]
+
+
+def test_demoted_anchors_are_a_gts_best_below_bg_iou_under_detectron_only():
+    """a5 is gt2's best anchor at 0.32 < 0.4: the detectron rule labels it foreground, then background again, and
+    reports it (Detectron's fg_inds counted it); a4 (0.45) stays foreground and is not demoted."""
+    labels, demoted = match_with_demoted(IOU, fg_iou=0.5, bg_iou=0.4, low_quality="detectron")
+    assert labels.tolist() == [0, I, B, B, 1, B, B]
+    assert demoted.tolist() == [False, False, False, False, False, True, False]
+    for policy in ("any", "none"):
+        assert not match_with_demoted(IOU, fg_iou=0.5, bg_iou=0.4, low_quality=policy)[1].any()
+    batch = torch.stack([IOU, torch.zeros_like(IOU)])
+    _, demoted = match_with_demoted(batch, torch.tensor([[True] * 3, [False] * 3]), fg_iou=0.5, bg_iou=0.4,
+                                    low_quality="detectron")
+    assert demoted.shape == (2, 7) and demoted[0, 5] and not demoted[1].any()

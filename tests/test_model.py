@@ -189,3 +189,32 @@ def test_folded_frozen_bn_backbone_equals_torchvision_resnet_in_float64(depth, f
         net.body.conv1.weight.mul_(2.0)  # an in-place update must invalidate the cache
         ref_body.conv1.weight.mul_(2.0)
         assert_close_at_scale(ours(net.body), ref(ref_body))
+
+
+def test_detectron_normalizer_counts_a_gts_best_anchor_sent_back_to_background():
+    """Detectron's num_fg + 1 counts fg_inds before the IoU < 0.4 reset (_get_retinanet_blobs): GT 0's best anchor
+    a0 (IoU 1/9) is in the normalizer, yet labeled background (a negative in the classification loss) and without
+    box loss. GT 1 has a0's neighbour a1 (IoU 0.69) as a real foreground anchor; a2 touches nothing."""
+    from retinanet import boxes as box_ops
+    from retinanet.matching import BACKGROUND
+
+    model = build_model(_small())
+    anchors = torch.tensor([[0.0, 0.0, 10.0, 10.0], [100.0, 100.0, 110.0, 110.0], [200.0, 200.0, 210.0, 210.0]])
+    gt = torch.tensor([[0.0, 0.0, 30.0, 30.0], [100.0, 100.0, 112.0, 108.0]])
+    targets = [{"boxes": gt, "labels": torch.tensor([1, 2])}]
+    matched, _, _, demoted = model.assign_with_demoted(anchors, targets)
+    assert matched.tolist() == [[BACKGROUND, 1, BACKGROUND]] and demoted.tolist() == [[True, False, False]]
+    logits = torch.randn(1, 3, 3, generator=torch.Generator().manual_seed(0))
+    deltas = torch.zeros(1, 3, 4)
+    deltas[0, 0] = 5.0  # a large box error on the demoted anchor: it must not count
+    out = model.losses_from_outputs(logits, deltas, anchors, targets)
+    cls_targets = torch.zeros(1, 3, 3)
+    cls_targets[0, 1, 2] = 1.0  # a1 is class 2; a0 and a2 are negatives for every class
+    cls_sum = model.cls_loss(logits, cls_targets).sum()
+    box_sum = model.box_loss(deltas[:, 1], box_ops.encode(anchors[1:2], gt[1:2])).sum()
+    assert out["num_fg"] == 1 and box_sum > 0
+    torch.testing.assert_close(out["loss_cls"], cls_sum / 3)  # 1 fg + 1 demoted + 1
+    torch.testing.assert_close(out["loss_box"], box_sum / 3)
+    model.loss_cfg.normalizer = "per_image"  # detectron2's count (after the reset): 1 fg
+    out = model.losses_from_outputs(logits, deltas, anchors, targets)
+    torch.testing.assert_close(out["loss_cls"], cls_sum / 1)
