@@ -17,7 +17,7 @@ min_version("9.0")
 sys.path.insert(0, workflow.basedir)
 from retinanet import atomic  # noqa: E402
 from workflow.scale import check_config, load_scale  # noqa: E402
-from workflow.study import ANALYTIC_FIGURES, FIGURES, TABLES, build_study, paths  # noqa: E402
+from workflow.study import ANALYTIC_FIGURES, FIGURES, TABLES, build_study, paths, weights_path  # noqa: E402
 
 
 configfile: os.path.join(workflow.basedir, "config", "config.yaml")

@@ -27,6 +27,7 @@ COMMANDS = (
     "retinanet.anchor_stats",
     "retinanet.pretrain",
     "retinanet.plan",
+    "retinanet.caffe2_weights",
     # registration point: append a module that defines add_command(subparsers)
 )
 

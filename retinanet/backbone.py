@@ -7,6 +7,11 @@ conv on C5 (not P5, as in the paper's code), P7 a 3x3 stride-2 conv on ReLU(P6).
 For ImageNet-pretrained backbones the paper's code froze the BatchNorm statistics and affine parameters and the
 stem + res2 (``norm='frozen_bn'``, ``freeze_at=2``). Training from scratch at small scale needs trainable
 normalization: ``norm='bn'`` or ``norm='gn'`` (GroupNorm, 32 groups).
+
+``backbone_style='caffe2'`` is the ResNet the paper fine-tuned, Detectron's MSRA one: each downsampling bottleneck
+strides its first 1x1 conv (Detectron's ``RESNETS.STRIDE_1X1``), where torchvision strides the 3x3 ("ResNet
+v1.5"). Same parameters, different features: the weights must be of the same style, and a weight file that
+declares its style (``retinanet/caffe2_weights.py`` writes ``backbone_style: caffe2``) is checked against it.
 """
 
 from __future__ import annotations
@@ -25,6 +30,8 @@ from torchvision.ops.misc import FrozenBatchNorm2d
 
 from retinanet.config import ConfigError, ModelConfig
 
+#: Key of a weights file's declared backbone style, beside its ``model`` state_dict.
+STYLE_KEY = "backbone_style"
 #: Output channels of C3, C4, C5 per ResNet depth.
 STAGE_CHANNELS = {18: (128, 256, 512), 34: (128, 256, 512), 50: (512, 1024, 2048), 101: (512, 1024, 2048)}
 
@@ -45,6 +52,12 @@ def load_state_dict_file(path: str | Path, field: str = "model.pretrained") -> d
     Raises:
         ConfigError: naming ``field`` and the path, if the file is missing, unreadable or not a state_dict.
     """
+    return load_weights_file(path, field)[0]
+
+
+def load_weights_file(path: str | Path, field: str = "model.pretrained") -> tuple[dict[str, Tensor], str | None]:
+    """:func:`load_state_dict_file` and the backbone style the file declares (``backbone_style`` beside its
+    ``model`` state_dict), None where it declares none (torchvision's files, ours from ``pretrain``)."""
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"{field}: weight file {path} does not exist")
@@ -52,11 +65,13 @@ def load_state_dict_file(path: str | Path, field: str = "model.pretrained") -> d
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001 - any unpickling failure means a bad file
         raise ConfigError(f"{field}: cannot load weights from {path}: {type(exc).__name__}: {exc}") from None
+    style = None
     if isinstance(state, dict) and "model" in state and isinstance(state["model"], dict):
+        style = state.get(STYLE_KEY)
         state = state["model"]
     if not isinstance(state, dict) or not all(isinstance(v, Tensor) for v in state.values()):
         raise ConfigError(f"{field}: {path} does not hold a state_dict of tensors")
-    return state
+    return state, style
 
 
 class ChannelsLastMaxPool2d(nn.MaxPool2d):
@@ -75,6 +90,15 @@ class ChannelsLastMaxPool2d(nn.MaxPool2d):
         return cls(pool.kernel_size, pool.stride, pool.padding, pool.dilation, pool.return_indices, pool.ceil_mode)
 
 
+def stride_in_1x1(body: nn.Module) -> None:
+    """Move the stride of every downsampling torchvision ``Bottleneck`` from its 3x3 conv (``conv2``) to its first
+    1x1 conv (``conv1``), as in the MSRA ResNets Detectron used (``STRIDE_1X1``). The shortcut keeps its stride.
+    BasicBlocks (ResNet-18/34) stride their first 3x3 in both styles and are left alone."""
+    for block in body.modules():
+        if isinstance(block, torchvision.models.resnet.Bottleneck) and block.conv2.stride != (1, 1):
+            block.conv1.stride, block.conv2.stride = block.conv2.stride, (1, 1)
+
+
 class ResNetFPN(nn.Module):
     """ResNet-{18,34,50,101} body with an FPN head.
 
@@ -88,6 +112,8 @@ class ResNetFPN(nn.Module):
         body = torchvision.models.get_model(f"resnet{cfg.depth}", weights=None, norm_layer=_norm_layer(cfg.norm))
         del body.fc, body.avgpool
         body.maxpool = ChannelsLastMaxPool2d.like(body.maxpool)
+        if cfg.backbone_style == "caffe2":
+            stride_in_1x1(body)
         self.body = body
         self._load_pretrained(cfg)
         self._freeze(cfg.freeze_at)
@@ -107,8 +133,13 @@ class ResNetFPN(nn.Module):
             state = weights.get_state_dict(progress=False)
             source = f"torchvision {weights}"
         else:
-            state = load_state_dict_file(cfg.pretrained)
+            state, style = load_weights_file(cfg.pretrained)
             source = cfg.pretrained
+            if (style or "torchvision") != cfg.backbone_style:  # same names and shapes: only the file can tell
+                raise ConfigError(f"model.backbone_style: {cfg.backbone_style}, but {source} holds "
+                                  f"{style or 'torchvision'}-style weights"
+                                  + ("" if style else " (declares no style; convert Detectron's R-50.pkl / R-101.pkl "
+                                                      "with python -m retinanet convert-weights)"))
         state = {k: v for k, v in state.items() if not k.startswith("fc.")}
         missing, unexpected = self.body.load_state_dict(state, strict=False)
         missing = [k for k in missing if not k.endswith("num_batches_tracked")]

@@ -48,6 +48,13 @@ class ModelConfig:
     """0: train everything; 1: freeze the stem; 2: freeze stem + res2 (Detectron's default)."""
     pretrained: str = "imagenet"
     """``imagenet`` (torchvision weights API), ``none`` (random init), or a path to a local state_dict file."""
+    backbone_style: Literal["torchvision", "caffe2"] = "torchvision"
+    """The ResNet variant, which must be the pretrained weights' own. ``caffe2``: Detectron's MSRA ResNets, the ones
+    the paper fine-tuned (R-50.pkl / R-101.pkl converted by ``python -m retinanet convert-weights``): stride 2 on the
+    first 1x1 conv of each downsampling bottleneck, BGR input in [0, 255] minus the mean. ``torchvision``: stride
+    on the 3x3 conv ("ResNet v1.5"), RGB input in [0, 1], standardised. Each style's ``data.input_format``,
+    ``pixel_mean`` and ``pixel_std``: :data:`BACKBONE_INPUT`. The default is torchvision's because ``pretrained:
+    imagenet`` downloads torchvision's weights; the paper scale selects caffe2 (``weights.source: msra``)."""
     prior_prob: float = 0.01
     """pi of section 4.1: the classification bias is initialized to -log((1 - pi) / pi)."""
     cls_bias_init: Literal["prior", "zero"] = "prior"
@@ -106,6 +113,15 @@ class LossConfig:
     """``0.25`` enforces OHEM 1:3 (at most 1 positive for 3 negatives); ``null``: plain OHEM."""
 
 
+#: The input each ``model.backbone_style``'s ImageNet weights were trained on, as ``data`` fields: torchvision's
+#: ResNets take RGB in [0, 1] standardised per channel; Detectron's MSRA ResNets BGR in [0, 255] minus its
+#: ``PIXEL_MEANS`` (BGR order, ``lib/core/config.py``) and no division by a std.
+BACKBONE_INPUT: dict[str, dict[str, Any]] = {
+    "torchvision": {"input_format": "rgb", "pixel_mean": [0.485, 0.456, 0.406], "pixel_std": [0.229, 0.224, 0.225]},
+    "caffe2": {"input_format": "bgr255", "pixel_mean": [102.9801, 115.9465, 122.7717], "pixel_std": [1.0, 1.0, 1.0]},
+}
+
+
 @dataclass
 class DataConfig:
     """Datasets and transforms (section 5, 'Optimization'; Table 2)."""
@@ -127,8 +143,15 @@ class DataConfig:
     """Batches are padded to a multiple of this (the coarsest stride, P7 = 2^7)."""
     aspect_grouping: bool = True
     num_workers: int = 4
-    pixel_mean: list[float] = field(default_factory=lambda: [0.485, 0.456, 0.406])
-    pixel_std: list[float] = field(default_factory=lambda: [0.229, 0.224, 0.225])
+    input_format: Literal["rgb", "bgr255"] = BACKBONE_INPUT["torchvision"]["input_format"]
+    """Channel order and range of the pixels that ``pixel_mean`` and ``pixel_std`` apply to: ``rgb`` in [0, 1] or
+    ``bgr255`` in [0, 255]. Must be the one of ``model.backbone_style`` (:data:`BACKBONE_INPUT`)."""
+    pixel_mean: list[float] = field(default_factory=lambda: list(BACKBONE_INPUT["torchvision"]["pixel_mean"]))
+    """Per channel, in ``input_format``'s order and range."""
+    pixel_std: list[float] = field(default_factory=lambda: list(BACKBONE_INPUT["torchvision"]["pixel_std"]))
+    resize_antialias: bool = False
+    """Antialias the bilinear resize. Detectron resized with ``cv2.resize`` (``INTER_LINEAR``, scale factor given):
+    no antialiasing, source coordinate ``(x + 0.5) / scale - 0.5``; false does exactly that."""
 
 
 @dataclass
@@ -346,6 +369,7 @@ def _validate(cfg: RunConfig, source: str | None) -> None:
     if cfg.model.pretrained == "none" and cfg.model.freeze_at > 0:
         raise ConfigError(f"{_where('model.freeze_at', source)}: {cfg.model.freeze_at} with model.pretrained none "
                           "freezes randomly initialized layers; use 0")
+    _validate_input(cfg, source)
     if cfg.loss.cls == "focal_star" and cfg.loss.gamma <= 0:
         raise ConfigError(f"{_where('loss.gamma', source)}: FL* needs gamma > 0 (eq. 8 divides by gamma)")
     if sorted(cfg.solver.steps) != cfg.solver.steps or any(not 0 < s <= 1 for s in cfg.solver.steps):
@@ -353,6 +377,30 @@ def _validate(cfg: RunConfig, source: str | None) -> None:
     if cfg.solver.batch_size % cfg.solver.images_per_process and cfg.solver.batch_policy == "accumulate":
         raise ConfigError(f"{_where('solver.batch_size', source)}: {cfg.solver.batch_size} is not a multiple of "
                           f"solver.images_per_process={cfg.solver.images_per_process}")
+
+
+def _validate_input(cfg: RunConfig, source: str | None) -> None:
+    """The backbone style, its weights and the data's pixel convention agree (:data:`BACKBONE_INPUT`)."""
+    style, data = cfg.model.backbone_style, cfg.data
+    want = BACKBONE_INPUT[style]
+    if data.input_format != want["input_format"]:
+        raise ConfigError(f"{_where('data.input_format', source)}: {data.input_format!r}, but model.backbone_style "
+                          f"{style} takes {want['input_format']!r} input (its data fields: {want})")
+    if style == "caffe2" and cfg.model.pretrained == "imagenet":
+        raise ConfigError(f"{_where('model.pretrained', source)}: 'imagenet' loads torchvision's ResNet, not the "
+                          "caffe2 style; give Detectron's MSRA weights converted by python -m retinanet "
+                          "convert-weights")
+    for name in ("pixel_mean", "pixel_std"):
+        if len(getattr(data, name)) != 3:
+            raise ConfigError(f"{_where(f'data.{name}', source)}: need 3 values (one per channel), got "
+                              f"{getattr(data, name)}")
+    if any(s <= 0 for s in data.pixel_std):
+        raise ConfigError(f"{_where('data.pixel_std', source)}: must be positive, got {data.pixel_std}")
+    top = 255.0 if data.input_format == "bgr255" else 1.0
+    if not all(0 <= m <= top for m in data.pixel_mean) or (top > 1 and max(data.pixel_mean) <= 1):
+        raise ConfigError(f"{_where('data.pixel_mean', source)}: {data.pixel_mean} is not a mean of "
+                          f"data.input_format {data.input_format} pixels (range [0, {top:g}]); model.backbone_style "
+                          f"{style} takes {want}")
 
 
 def _get(flat: dict, path: str) -> Any:

@@ -17,8 +17,10 @@ Box policy (counted and reported by :meth:`CocoDetection.report`):
 - a training image without any box left is dropped from the training set (``images_without_boxes``), as
   Detectron's ``filter_for_training`` and detectron2's ``FILTER_EMPTY_ANNOTATIONS`` did.
 
-Resizing is bilinear with antialiasing (Detectron used OpenCV's bilinear resize, without antialiasing; at the
-paper's scales COCO images are mostly upsampled, where the two agree).
+Resizing is bilinear without antialiasing, on OpenCV's sampling grid, as Detectron's ``cv2.resize``
+(:func:`resize_image`); ``data.resize_antialias`` antialiases instead. The backbone's input (:func:`normalize`) is
+RGB in [0, 1] standardised per channel, or, for Detectron's MSRA ResNets (``data.input_format: bgr255``), BGR in
+[0, 255] minus the mean.
 
 Refused (one-line :class:`retinanet.coco_json.DataError` naming the file and field): everything
 :func:`retinanet.coco_json.load_coco_json` checks in the annotation file, a missing or unreadable image, an image
@@ -75,8 +77,30 @@ def hflip_boxes(boxes: torch.Tensor, width: int) -> torch.Tensor:
     return torch.stack([width - boxes[:, 2], boxes[:, 1], width - boxes[:, 0], boxes[:, 3]], dim=1)
 
 
-def normalize(image: torch.Tensor, mean: Sequence[float], std: Sequence[float]) -> torch.Tensor:
-    """``[3, h, w]`` in [0, 1] -> ``(image - mean) / std`` per channel."""
+def resize_image(image: torch.Tensor, size: tuple[int, int], scale: float, antialias: bool) -> torch.Tensor:
+    """``[3, h, w]`` in [0, 1] -> ``[3, *size]``, bilinear.
+
+    Without antialiasing this is Detectron's ``cv2.resize(im, None, fx=scale, fy=scale, INTER_LINEAR)``: output
+    pixel ``x`` samples the source at ``(x + 0.5) / scale - 0.5``, OpenCV's grid from the scale factor (torch's
+    ``F.interpolate(size=...)`` would use ``size / (h, w)``, off by up to half a pixel at the far edge). With it,
+    torch's antialiased bilinear, which widens the kernel when downsampling.
+    """
+    if antialias:
+        return F.interpolate(image[None], size=size, mode="bilinear", align_corners=False,
+                             antialias=True)[0].clamp_(0.0, 1.0)
+    # aten's op takes the output size and the scale whose inverse maps output to source coordinates
+    return torch.ops.aten.upsample_bilinear2d(image[None], list(size), False, scale, scale)[0]
+
+
+def normalize(image: torch.Tensor, mean: Sequence[float], std: Sequence[float],
+              input_format: str = DataConfig.input_format) -> torch.Tensor:
+    """``[3, h, w]`` RGB in [0, 1] -> the backbone's input, ``(pixel - mean) / std`` per channel, where ``pixel`` is
+    the RGB value (``input_format`` ``rgb``) or 255 x the BGR value (``bgr255``: Detectron's MSRA ResNets, with
+    ``std`` 1)."""
+    if input_format == "bgr255":
+        image = image.flip(0) * 255.0
+    elif input_format != "rgb":
+        raise ValueError(f"data.input_format: unknown format {input_format!r}")
     m = torch.tensor(mean, dtype=image.dtype).view(3, 1, 1)
     s = torch.tensor(std, dtype=image.dtype).view(3, 1, 1)
     return (image - m) / s
@@ -126,7 +150,8 @@ class CocoDetection(Dataset):
 
     def __init__(self, images_dir: str | Path, annotation_file: str | Path, *, min_sizes: Sequence[int],
                  max_size: int, hflip: bool, pixel_mean: Sequence[float], pixel_std: Sequence[float],
-                 train: bool, require_annotations: bool = True) -> None:
+                 train: bool, require_annotations: bool = True, input_format: str = DataConfig.input_format,
+                 resize_antialias: bool = DataConfig.resize_antialias) -> None:
         self.images_dir = Path(images_dir)
         self.annotation_file = str(annotation_file)
         if not self.images_dir.is_dir():
@@ -139,6 +164,8 @@ class CocoDetection(Dataset):
         self.hflip = hflip and train
         self.pixel_mean = list(pixel_mean)
         self.pixel_std = list(pixel_std)
+        self.input_format = input_format
+        self.resize_antialias = resize_antialias
         self.train = train
         self.counts = {"annotations": 0, "crowd": 0, "clipped": 0, "dropped_nonpositive": 0, "dropped_outside": 0,
                        "images_without_boxes": 0, "images": 0}
@@ -219,14 +246,13 @@ class CocoDetection(Dataset):
         aug = self.augment(seed)
         scale = resize_scale(height, width, aug.min_size, self.max_size)
         new_h, new_w = resized_shape(height, width, scale)
-        image = F.interpolate(image[None], size=(new_h, new_w), mode="bilinear", align_corners=False,
-                              antialias=True)[0].clamp_(0.0, 1.0)
+        image = resize_image(image, (new_h, new_w), scale, self.resize_antialias)
         boxes_np, labels_np = self._boxes[image_id]
         boxes = torch.from_numpy(boxes_np).clone() * scale
         if aug.flip:
             image = image.flip(-1)
             boxes = hflip_boxes(boxes, new_w)
-        image = normalize(image, self.pixel_mean, self.pixel_std)
+        image = normalize(image, self.pixel_mean, self.pixel_std, self.input_format)
         target = {"boxes": boxes, "labels": torch.from_numpy(labels_np).clone(), "image_id": image_id,
                   "scale": scale, "orig_size": (height, width), "flipped": aug.flip}
         return image, target
@@ -273,7 +299,8 @@ def build_dataset(cfg: DataConfig, *, train: bool) -> CocoDetection:
     annotations = _resolve(root, cfg.train_annotations if train else cfg.val_annotations)
     min_sizes = (cfg.train_min_sizes or [cfg.min_size]) if train else [cfg.min_size]
     return CocoDetection(images, annotations, min_sizes=min_sizes, max_size=cfg.max_size, hflip=cfg.hflip,
-                         pixel_mean=cfg.pixel_mean, pixel_std=cfg.pixel_std, train=train)
+                         pixel_mean=cfg.pixel_mean, pixel_std=cfg.pixel_std, train=train,
+                         input_format=cfg.input_format, resize_antialias=cfg.resize_antialias)
 
 
 def check_num_classes(dataset: CocoDetection, num_classes: int) -> None:

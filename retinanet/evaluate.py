@@ -216,7 +216,8 @@ def export_test_dev(run_dir: str | Path, out_dir: str | Path, images: str | Path
     cfg, model, device = load_run(run_dir, device_name)
     dataset = CocoDetection(images, annotations, min_sizes=[cfg.data.min_size], max_size=cfg.data.max_size,
                             hflip=False, pixel_mean=cfg.data.pixel_mean, pixel_std=cfg.data.pixel_std, train=False,
-                            require_annotations=False)
+                            require_annotations=False, input_format=cfg.data.input_format,
+                            resize_antialias=cfg.data.resize_antialias)
     path = out_dir / name
     atomic.write_json(path, detect(model, dataset, cfg, device))
     return path

@@ -110,7 +110,7 @@ def load_split(root: str | Path, images_dir: str, annotations: str, data: DataCo
     for n, image_id in enumerate(sorted(coco.getImgIds())):
         info = coco.loadImgs(image_id)[0]
         image = read_image(root / images_dir / info["file_name"])
-        images.append(normalize(image, data.pixel_mean, data.pixel_std))
+        images.append(normalize(image, data.pixel_mean, data.pixel_std, data.input_format))
         sizes.append(image.shape[1:])
         for ann in coco.loadAnns(coco.getAnnIds(imgIds=image_id, iscrowd=False)):
             x, y, w, h = ann["bbox"]

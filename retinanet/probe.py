@@ -23,6 +23,7 @@ import torch
 import torchvision
 from torch import Tensor
 
+from retinanet.backbone import STYLE_KEY
 from retinanet.config import RunConfig
 from retinanet.model import RetinaNet, build_model
 from retinanet.solver import build_optimizer
@@ -34,13 +35,14 @@ ASPECT = 4 / 3
 
 
 @cache
-def random_backbone_file(depth: int) -> str:
+def random_backbone_file(depth: int, style: str = "torchvision") -> str:
     """A torchvision ResNet-``depth`` state_dict with random weights (seed 0), in a temporary folder of this
-    process: a stand-in for ImageNet weights."""
+    process: a stand-in for ImageNet weights, declared of backbone ``style`` (the backbone checks a declared style
+    against ``model.backbone_style``; the paper scale's is ``caffe2``)."""
     folder = Path(tempfile.mkdtemp(prefix="retinanet-probe-"))
     torch.manual_seed(0)
-    path = folder / f"resnet{depth}-random.pth"
-    torch.save(torchvision.models.get_model(f"resnet{depth}").state_dict(), path)
+    path = folder / f"resnet{depth}-{style}-random.pth"
+    torch.save({"model": torchvision.models.get_model(f"resnet{depth}").state_dict(), STYLE_KEY: style}, path)
     return str(path)
 
 
@@ -49,7 +51,7 @@ def probe_config(cfg: RunConfig) -> RunConfig:
     needed); a run without pretrained weights is unchanged."""
     if cfg.model.pretrained == "none":
         return cfg
-    model = dataclasses.replace(cfg.model, pretrained=random_backbone_file(cfg.model.depth))
+    model = dataclasses.replace(cfg.model, pretrained=random_backbone_file(cfg.model.depth, cfg.model.backbone_style))
     return dataclasses.replace(cfg, model=model)
 
 

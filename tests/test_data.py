@@ -7,6 +7,7 @@ import json
 import re
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from tiny_coco import CATEGORY_IDS, COLORS, tiny_config, write_coco
@@ -21,6 +22,7 @@ from retinanet.data import (
     hflip_boxes,
     normalize,
     pad_batch,
+    resize_image,
     resize_scale,
     resized_shape,
 )
@@ -57,6 +59,39 @@ def test_resize_scale_shorter_side_with_cap(hw, min_size, max_size, scale):
     h, w = resized_shape(*hw, resize_scale(*hw, min_size, max_size))
     assert min(h, w) <= min_size and max(h, w) <= max_size
     assert min(h, w) == min_size or max(h, w) == max_size
+
+
+def _cv2_inter_linear(image: np.ndarray, scale: float, size: tuple[int, int]) -> np.ndarray:
+    """OpenCV's ``resize(fx=fy=scale, INTER_LINEAR)`` (resize.cpp): output pixel ``d`` reads the source at
+    ``(d + 0.5) / scale - 0.5``, clamped to the first and last pixel; separable, in float64."""
+    def weights(n_out: int, n_in: int) -> np.ndarray:
+        src = (np.arange(n_out) + 0.5) / scale - 0.5
+        x0 = np.floor(src).astype(int)
+        frac = src - x0
+        low, high = x0 < 0, x0 >= n_in - 1
+        x0[low], frac[low] = 0, 0.0
+        x0[high], frac[high] = n_in - 1, 0.0
+        w = np.zeros((n_out, n_in))
+        np.add.at(w, (np.arange(n_out), x0), 1 - frac)
+        np.add.at(w, (np.arange(n_out), np.minimum(x0 + 1, n_in - 1)), frac)
+        return w
+
+    return np.einsum("oh,chw,pw->cop", weights(size[0], image.shape[1]), image, weights(size[1], image.shape[2]))
+
+
+@pytest.mark.parametrize("scale", [0.6, 600 / 427, 1.7])
+def test_resize_without_antialias_is_detectrons_cv2_resize(scale):
+    """Detectron's cv2.resize grid (from the scale, not the rounded size) and no antialiasing; the antialiased
+    resize and torch's size-derived grid both differ from it."""
+    image = torch.rand(3, 37, 53, generator=torch.Generator().manual_seed(0))
+    size = resized_shape(37, 53, scale)
+    got = resize_image(image, size, scale, antialias=False)
+    want = torch.from_numpy(_cv2_inter_linear(image.double().numpy(), scale, size)).float()
+    torch.testing.assert_close(got, want, atol=1e-5, rtol=0)
+    by_size = torch.nn.functional.interpolate(image[None], size=size, mode="bilinear", align_corners=False)[0]
+    assert (by_size - want).abs().max() > 1e-3
+    if scale < 1:
+        assert (resize_image(image, size, scale, antialias=True) - want).abs().max() > 1e-2
 
 
 def test_hflip_boxes_is_mirror_and_involution():

@@ -76,7 +76,11 @@ def _check(cfg: RunConfig, *, depth=50, scale=600, max_size=1000, cls="focal", g
     assert cfg.model.num_classes == 80 and cfg.model.fpn_channels == 256 and cfg.model.head_convs == 4
     assert cfg.anchors.sizes == [32.0, 64.0, 128.0, 256.0, 512.0]
     assert (cfg.matcher.fg_iou, cfg.matcher.bg_iou) == (0.5, 0.4)
-    assert cfg.model.pretrained.endswith(f"resnet{depth}-imagenet1k-v1.pth")
+    # section 4.1, 'Initialization': the ImageNet ResNets the paper used, Detectron's MSRA ones, with their input
+    assert cfg.model.pretrained.endswith(f"resnet{depth}-msra.pth") and cfg.model.backbone_style == "caffe2"
+    assert cfg.data.input_format == "bgr255" and cfg.data.pixel_mean == [102.9801, 115.9465, 122.7717]
+    assert cfg.data.pixel_std == [1.0, 1.0, 1.0] and cfg.data.resize_antialias is False
+    assert cfg.test.score_thresh == 0.05 and cfg.test.score_thresh_p7 == 0.0  # Detectron's, declared
     assert cfg.data.root == "data/coco" and cfg.data.val_annotations == "annotations/instances_val2017.json"
 
 
@@ -353,3 +357,24 @@ def test_command_line_keys_override_the_scale_file():
     scale = load_scale({"scale": "paper", "dataset": {"source": "coco", "root": "/datasets/coco"}}, CONFIG)
     assert resolve(scale, {}, 0).data.root == "/datasets/coco"
     assert scale["grids"] == load_scale({"scale": "paper"}, CONFIG)["grids"]
+
+def test_paper_scale_declares_what_still_differs_and_its_report_prints_it():
+    """The paper scale runs Detectron's MSRA weights (nothing to declare) and declares Detectron's P7 threshold,
+    which the report's deviation table (built from the manifest) prints; torchvision's weights there would be an
+    undeclared deviation."""
+    from analysis.report import deviations_section
+    from analysis.study_io import Study
+
+    scale = load_scale({"scale": "paper"}, CONFIG)
+    manifest = build_study(scale).manifest
+    fields = [d["field"] for d in manifest["deviations"]]
+    assert "test.score_thresh_p7" in fields and "model.pretrained" not in fields
+    section = deviations_section(Study(path=Path("study.json"), data=manifest))
+    row = next(line for line in section.splitlines() if line.startswith("| test.score_thresh_p7 |"))
+    assert "no threshold (0.0) on P7" in row and "Detectron" in row
+    torchvision = copy.deepcopy(scale)
+    torchvision["weights"]["source"] = "torchvision"
+    assert undeclared_overrides(torchvision) == ["model.pretrained"]
+    cfg = build_study(torchvision).runs[next(iter(build_study(torchvision).runs))]
+    assert cfg.model.backbone_style == "torchvision" and cfg.data.input_format == "rgb"
+    assert cfg.model.pretrained.endswith("-imagenet1k-v1.pth")

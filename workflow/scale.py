@@ -16,7 +16,8 @@ from workflow.study import OPERATIONAL_FIELDS, StudyError
 
 def undeclared_overrides(scale: dict) -> list[str]:
     """Fields the scale's ``base`` changes from the paper without a ``deviations`` entry (operational fields
-    excepted). A scale with an empty list is honest about what it changes."""
+    excepted), and ``model.pretrained`` unless its weights are the paper's (``weights.source: msra``, Detectron's
+    MSRA ResNets). A scale with an empty list is honest about what it changes."""
     declared = {d["field"] for d in scale.get("deviations", [])}
     paper = to_dict(RunConfig())
     out = []
@@ -35,6 +36,7 @@ def undeclared_overrides(scale: dict) -> list[str]:
         "model.depth": all(e["paper"] == e["ours"] for e in maps["depth"]),
         "data.min_size": all(e["paper"] == e["min_size"] for e in maps["image_scale"]),
         "loss.ohem_batch": all(e["paper"] == e["ours"] for e in maps["ohem_batch"]),
+        "model.pretrained": scale["weights"]["source"] == "msra",
     }
     out += [f for f, same in identity.items() if not same and f not in declared]
     return out

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from retinanet.config import ConfigError, RunConfig, from_dict, merge, to_dict
+from retinanet.config import BACKBONE_INPUT, ConfigError, RunConfig, from_dict, merge, to_dict
 
 PAPER_ITERATIONS = RunConfig().solver.iterations
 """The paper's 1x schedule (90k iterations); a run's schedule is expressed as a multiple of it."""
@@ -216,7 +216,8 @@ def resolve(scale: dict, overrides: dict, seed: int) -> RunConfig:
 
     Order: RunConfig's paper defaults <- row overrides (paper units) <- the scale's ``base`` (except
     :data:`PAPER_SOLVER_FIELDS` for a row with ``solver.paper_solver``) <- mapped fields (depth, image scale and max
-    size, scale jitter, OHEM batch, iterations = base iterations x schedule multiple, pretrained weights per depth).
+    size, scale jitter, OHEM batch, iterations = base iterations x schedule multiple, pretrained weights per depth;
+    with ``weights.source: msra``, the caffe2 backbone style and its input, :data:`retinanet.config.BACKBONE_INPUT`).
     Raises StudyError/ConfigError naming the key for anything invalid.
     """
     paper, schedule, jitter, paper_solver = _split(overrides)
@@ -236,19 +237,27 @@ def resolve(scale: dict, overrides: dict, seed: int) -> RunConfig:
     base_iters = cfg["solver"]["iterations"]
     cfg["solver"]["iterations"] = max(1, round(base_iters * schedule))
     weights = scale["weights"]
-    if weights["source"] in ("torchvision", "pretrain"):
+    if weights["source"] in WEIGHTS_NAMES:
         cfg["model"]["pretrained"] = weights_path(scale, depth["ours"])
     elif weights["source"] == "none":
         cfg["model"]["pretrained"] = "none"
+    if weights["source"] == "msra":  # Detectron's ResNets: their stride placement and the input they were trained on
+        cfg["model"]["backbone_style"] = "caffe2"
+        cfg["data"].update(copy.deepcopy(BACKBONE_INPUT["caffe2"]))
     cfg["data"]["root"] = scale["dataset"]["root"]
     cfg["seed"] = seed
     return from_dict(cfg, source=f"config {scale['scale']}")
 
 
-def weights_path(scale: dict, depth: int) -> str:
-    """Where the workflow keeps the ResNet-``depth`` start weights: torchvision's ImageNet ones (``source:
-    torchvision``, downloaded once) or the ones pretrained on the embedded data (``source: pretrain``)."""
-    name = "imagenet1k-v1" if scale["weights"]["source"] == "torchvision" else "pretrain"
+WEIGHTS_NAMES = {"msra": "msra", "torchvision": "imagenet1k-v1", "pretrain": "pretrain"}
+"""``weights.source`` -> the suffix of its cached file ``resnet<depth>-<suffix>.pth``."""
+
+
+def weights_path(scale: dict, depth: int | str) -> str:
+    """Where the workflow keeps the ResNet-``depth`` start weights: Detectron's MSRA ImageNet ones converted
+    (``source: msra``, the paper's) or torchvision's (``source: torchvision``), both downloaded once, or the ones
+    pretrained on the embedded data (``source: pretrain``)."""
+    name = WEIGHTS_NAMES[scale["weights"]["source"]]
     return str(Path(scale["weights"]["cache"]) / f"resnet{depth}-{name}.pth")
 
 

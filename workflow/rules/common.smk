@@ -38,7 +38,7 @@ def train_inputs(wildcards):
     """A run's config file, its dataset and (if any) its cached pretrained weights."""
     inputs = {"config": P["run_config"].format(rid=wildcards.rid), "data": dataset_ready()}
     pretrained = STUDY.runs[wildcards.rid].model.pretrained
-    if config["weights"]["source"] in ("torchvision", "pretrain"):
+    if config["weights"]["source"] in ("msra", "torchvision", "pretrain"):
         inputs["weights"] = pretrained
     return inputs
 

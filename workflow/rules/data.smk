@@ -38,21 +38,25 @@ else:
             "python -m retinanet check-coco {params.paths} --out {output} > {log} 2>&1 || {{ cat {log} >&2; exit 2; }}"
 
 
-if config["weights"]["source"] == "torchvision":
+if config["weights"]["source"] in ("msra", "torchvision"):
 
     rule fetch_weights:
-        """ImageNet-1k ResNet weights published by torchvision, downloaded once into the cache and verified against the
-        SHA-256 prefix in their published file name. A local rule: it needs the network, GPU jobs never do."""
+        """ImageNet-1k ResNet weights, downloaded once into the cache: Detectron's MSRA R-<depth>.pkl (source msra, the
+        paper's), checked blob by blob and converted for model.backbone_style caffe2, or torchvision's, verified against
+        the SHA-256 prefix in their published file name. A local rule: it needs the network, GPU jobs never do."""
         output:
-            f"{config['weights']['cache']}/resnet{{depth}}-imagenet1k-v1.pth",
+            weights_path(config, "{depth}"),
         log:
             f"{config['weights']['cache']}/logs/resnet{{depth}}.log",
+        params:
+            source=config["weights"]["source"],
         localrule: True
         retries: 2
         conda:
             "../../environment.yml"
         shell:
-            "python -m workflow.scripts.fetch_weights --depth {wildcards.depth} --out {output} > {log} 2>&1"
+            "python -m workflow.scripts.fetch_weights --source {params.source} --depth {wildcards.depth} --out {output} "
+            "> {log} 2>&1"
 
 elif config["weights"]["source"] == "pretrain":
 

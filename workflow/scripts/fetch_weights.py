@@ -1,10 +1,19 @@
-"""Fetch torchvision's ImageNet-1k ResNet weights once into a cache, verified against their published hash.
+"""Fetch ImageNet-1k ResNet weights once into a cache: Detectron's MSRA ones (converted), or torchvision's.
 
-torchvision publishes each weights file under a name that ends in the first hex digits of its SHA-256
-(``resnet50-0676ba61.pth``); ``torch.hub`` checks downloads the same way. This script downloads to a temporary
-file beside the target, checks the prefix, and only then renames it into place, so the cache never holds a partial
-or corrupt file.
+``--source msra`` (the paper scale): the ResNets the paper fine-tuned, Detectron's Caffe2 pickles
+``https://dl.fbaipublicfiles.com/detectron/ImageNetPretrained/MSRA/R-50.pkl`` and ``R-101.pkl`` (detectron2's
+``ImageNetPretrained/MSRA`` copies hold the same blobs). Detectron publishes no checksum, so the pickle is checked
+blob by blob instead (every name and shape of an MSRA ResNet-50/101, nothing else) and converted for
+``model.backbone_style: caffe2`` (:mod:`retinanet.caffe2_weights`); the log records its SHA-256.
 
+``--source torchvision``: torchvision publishes each weights file under a name that ends in the first hex digits
+of its SHA-256 (``resnet50-0676ba61.pth``); ``torch.hub`` checks downloads the same way, and so does this script.
+
+Either way the file is written to a temporary file beside the target and only then renamed into place, so the
+cache never holds a partial or corrupt file.
+
+    python workflow/scripts/fetch_weights.py --source msra --depth 50 --out work/weights/resnet50-msra.pth
+    python workflow/scripts/fetch_weights.py --source msra --url file:///path/R-50.pkl --out ...   (no network)
     python workflow/scripts/fetch_weights.py --depth 50 --out work/weights/resnet50-imagenet1k-v1.pth
     python workflow/scripts/fetch_weights.py --url file:///path/resnet50-0676ba61.pth --out ...   (tests, mirrors)
 """
@@ -16,10 +25,11 @@ import hashlib
 import re
 import shutil
 import sys
+import tempfile
 import urllib.request
 from pathlib import Path
 
-from retinanet import atomic
+from retinanet import atomic, caffe2_weights
 
 
 class WeightsError(ValueError):
@@ -65,17 +75,37 @@ def fetch(url: str, out: str | Path) -> str:
     return digest
 
 
+def fetch_msra(url: str, out: str | Path, depth: int | None = None) -> str:
+    """Download Detectron's MSRA ``R-<depth>.pkl`` from ``url`` (http(s) or file://), convert it
+    (:func:`retinanet.caffe2_weights.convert_file`: every blob checked by name and shape, ``depth`` None: from the
+    blobs) and write ``out`` atomically; return the pickle's SHA-256."""
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix=f".{out.name}.", dir=out.parent) as tmp:
+        pkl = Path(tmp) / url.rsplit("/", 1)[-1]
+        with open(pkl, "wb") as dst, urllib.request.urlopen(url, timeout=60) as src:  # noqa: S310
+            shutil.copyfileobj(src, dst)
+        return caffe2_weights.convert_file(pkl, out, depth)["sha256"]
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--source", choices=("torchvision", "msra"), default="torchvision",
+                        help="torchvision's IMAGENET1K_V1 weights, or Detectron's MSRA R-<depth>.pkl, converted")
     src = parser.add_mutually_exclusive_group(required=True)
-    src.add_argument("--depth", type=int, help="ResNet depth: torchvision's published IMAGENET1K_V1 weights")
-    src.add_argument("--url", help="explicit URL whose file name carries the hash prefix (mirror, file://)")
+    src.add_argument("--depth", type=int, help="ResNet depth: the source's published weights")
+    src.add_argument("--url", help="explicit URL (mirror, file://); torchvision: its file name carries the hash "
+                     "prefix; msra: the depth comes from the blobs")
     parser.add_argument("--out", required=True, help="cache file to write")
     args = parser.parse_args(argv)
     try:
-        url = args.url or published_url(args.depth)
-        digest = fetch(url, args.out)
-    except (WeightsError, OSError) as exc:
+        if args.source == "msra":
+            url = args.url or caffe2_weights.URL.format(depth=args.depth)
+            digest = fetch_msra(url, args.out, args.depth)
+        else:
+            url = args.url or published_url(args.depth)
+            digest = fetch(url, args.out)
+    except (WeightsError, caffe2_weights.Caffe2WeightsError, OSError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     print(f"{args.out}: {url} sha256 {digest}")
