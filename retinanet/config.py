@@ -222,12 +222,20 @@ class RunConfig:
     seed: int = 0
     device: str = "auto"
     """``auto`` (cuda if available), ``cpu`` or ``cuda``."""
-    precision: Literal["fp32", "bf16"] = "fp32"
+    precision: Literal["fp32", "bf16", "fp16"] = "fp32"
+    """Training arithmetic: ``fp32`` (the paper's), or autocast to ``bf16`` (Ampere and newer GPUs, CPUs with
+    bf16) or ``fp16`` with loss scaling (``torch.amp.GradScaler``; for pre-Ampere GPUs such as the V100, whose
+    tensor cores take fp16 only). The losses are computed in float32 either way. :mod:`retinanet.precision`."""
     allow_tf32: bool = False
     """Let CUDA run fp32 matmuls and convolutions as TF32 (Ampere and newer GPUs; no effect on CPU). The paper
     trained in fp32 on pre-Ampere GPUs, so false; PyTorch's own default turns TF32 on for cuDNN convolutions.
     Applied by :func:`retinanet.precision.set_tf32` in train, evaluate, time and loss samples."""
     channels_last: bool = False
+    cudnn_benchmark: bool = True
+    """Let cuDNN time its convolution algorithms per input shape and keep the fastest
+    (``torch.backends.cudnn.benchmark``; CUDA only). It picks among algorithms that compute the same convolution,
+    so results differ only by float rounding, and the choice may differ between runs; false keeps cuDNN's
+    heuristic choice. Recorded in provenance (``device.cudnn_benchmark``)."""
     threads: int | None = None
     """torch intra-op threads; ``null`` leaves torch's default."""
 

@@ -26,6 +26,7 @@ from torch import Tensor
 from retinanet.backbone import STYLE_KEY
 from retinanet.config import RunConfig
 from retinanet.model import RetinaNet, build_model
+from retinanet.precision import autocast, grad_scaler
 from retinanet.solver import build_optimizer
 
 Targets = list[dict[str, Tensor]]
@@ -96,8 +97,9 @@ def build(cfg: RunConfig, device: torch.device, seed: int = 0) -> tuple[RetinaNe
 def train_step(model: RetinaNet, optimizer: torch.optim.Optimizer, cfg: RunConfig,
                device: torch.device) -> Callable[[Tensor, Targets], Tensor]:
     """``step(images, targets) -> loss``: one SGD step at ``solver.base_lr`` (no schedule), as
-    ``retinanet.train`` takes it (precision, channels-last, clipping); the returned loss is detached."""
-    autocast = torch.bfloat16 if cfg.precision == "bf16" else None
+    ``retinanet.train`` takes it (precision with its loss scaling, channels-last, clipping); the returned loss is
+    detached. ``step.scaler`` is the step's :func:`retinanet.precision.grad_scaler`."""
+    scaler = grad_scaler(cfg.precision, device)
     for group in optimizer.param_groups:
         group["lr"] = cfg.solver.base_lr * group.get("lr_factor", 1.0)
 
@@ -105,14 +107,18 @@ def train_step(model: RetinaNet, optimizer: torch.optim.Optimizer, cfg: RunConfi
         optimizer.zero_grad(set_to_none=True)
         if cfg.channels_last:
             images = images.contiguous(memory_format=torch.channels_last)
-        with torch.autocast(device.type, dtype=autocast or torch.float32, enabled=autocast is not None):
+        with autocast(device, cfg.precision):
             losses = model(images, targets)
         loss = losses["loss_cls"] + losses["loss_box"]
-        loss.backward()
+        scaler.scale(loss).backward()
         if cfg.solver.clip_grad_norm is not None:
+            scaler.unscale_(optimizer)
             torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.solver.clip_grad_norm)
-        optimizer.step()
+        scaler.step(optimizer)
+        scaler.update()
         return loss.detach()
+
+    step.scaler = scaler  # type: ignore[attr-defined]
 
     return step
 

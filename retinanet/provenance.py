@@ -46,12 +46,14 @@ def package_versions() -> dict[str, str | None]:
 
 
 def device_info(device: torch.device) -> dict[str, Any]:
-    """Device name (GPU model or CPU), count, CUDA/cuDNN versions, threads, and the TF32 switches in effect
-    (``tf32``: ``{"matmul", "cudnn"}``, :func:`retinanet.precision.tf32_state`; they matter on Ampere and newer)."""
+    """Device name (GPU model or CPU), count, CUDA/cuDNN versions, threads, the TF32 switches in effect
+    (``tf32``: ``{"matmul", "cudnn"}``, :func:`retinanet.precision.tf32_state`; they matter on Ampere and newer) and,
+    on CUDA, whether cuDNN autotunes its algorithms (``cudnn_benchmark``)."""
     info: dict[str, Any] = {"type": device.type, "torch_threads": torch.get_num_threads(), "tf32": tf32_state()}
     if device.type == "cuda":
         info.update(name=torch.cuda.get_device_name(device), count=torch.cuda.device_count(),
-                    cuda=torch.version.cuda, cudnn=torch.backends.cudnn.version())
+                    cuda=torch.version.cuda, cudnn=torch.backends.cudnn.version(),
+                    cudnn_benchmark=bool(torch.backends.cudnn.benchmark))
     else:
         info.update(name=_cpu_name(), count=1)
     return info

@@ -3,11 +3,12 @@
 RUNDIR after a run::
 
     config.resolved.yaml   the full RunConfig
-    provenance.json        git commit, packages, host, device (with the TF32 switches), batch plan, precision,
-                           data report
+    provenance.json        git commit, packages, host, device (with the TF32 switches and, on CUDA, cuDNN
+                           autotuning), batch plan, precision, data report
     log.jsonl              one JSON object per logging step (see LOG_KEYS)
-    checkpoints/last.pt    periodic training state (model, optimizer, schedule, iteration, RNG states), kept only
-                           while the run is unfinished (deleted once a completed run has its model_final.pt)
+    checkpoints/last.pt    periodic training state (model, optimizer, schedule, fp16 loss scale, iteration, RNG
+                           states), kept only while the run is unfinished (deleted once a completed run has its
+                           model_final.pt)
     model_final.pt         the trained weights (completed runs only)
     result.json            written last: {"status": "completed" | "diverged", "iteration", "wall_s", "batch", ...}
 
@@ -47,7 +48,7 @@ from retinanet import atomic, checkpoint, distributed, provenance
 from retinanet.config import ConfigError, RunConfig, load, to_dict
 from retinanet.data import build_dataset, build_train_loader, check_num_classes, check_train_images
 from retinanet.model import build_model
-from retinanet.precision import set_tf32
+from retinanet.precision import autocast, grad_scaler, set_cudnn_benchmark, set_tf32
 from retinanet.solver import WarmupMultiStepSchedule, build_optimizer, plan_batch
 
 CONFIG = "config.resolved.yaml"
@@ -114,6 +115,7 @@ def _train(cfg: RunConfig, out: Path, resume: bool, info: distributed.DistInfo, 
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     set_tf32(cfg.allow_tf32)
+    set_cudnn_benchmark(cfg.cudnn_benchmark)
     plan = plan_batch(cfg.solver, info.world_size)
     if resume and (out / RESULT).exists():
         done = json.loads((out / RESULT).read_text())
@@ -129,6 +131,7 @@ def _train(cfg: RunConfig, out: Path, resume: bool, info: distributed.DistInfo, 
         model = model.to(memory_format=torch.channels_last)
     optimizer = build_optimizer(model, cfg.solver)
     schedule = WarmupMultiStepSchedule(cfg.solver, plan.lr)
+    scaler = grad_scaler(cfg.precision, device)  # fp16: loss scaling; else a pass-through
 
     start_iter, wall_before = 0, 0.0
     if resume and (out / LAST).exists():
@@ -140,6 +143,8 @@ def _train(cfg: RunConfig, out: Path, resume: bool, info: distributed.DistInfo, 
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         schedule.load_state_dict(state["schedule"])
+        if state.get("scaler"):  # fp16 runs; a disabled scaler's state is empty
+            scaler.load_state_dict(state["scaler"])
         start_iter, wall_before = int(state["iteration"]), float(state["wall_s"])
         checkpoint.set_rng_state(state["rng"])
 
@@ -162,7 +167,6 @@ def _train(cfg: RunConfig, out: Path, resume: bool, info: distributed.DistInfo, 
                                 accumulation_steps=plan.accumulation_steps, start_iter=start_iter,
                                 pin_memory=device.type == "cuda")
     batches = iter(loader)
-    bf16 = cfg.precision == "bf16"
     iterations = cfg.solver.iterations
     status, stop_iter = "completed", iterations
     window: list[torch.Tensor] = []
@@ -176,16 +180,13 @@ def _train(cfg: RunConfig, out: Path, resume: bool, info: distributed.DistInfo, 
         sums = torch.zeros(4, dtype=torch.float64, device=device)  # loss_cls, loss_box, num_fg, non-finite flag
         for step in range(plan.accumulation_steps):
             images, targets, _ = next(batches)
-            images = images.to(device, non_blocking=True)
-            if cfg.channels_last:
-                images = images.contiguous(memory_format=torch.channels_last)
-            targets = [{"boxes": t["boxes"].to(device), "labels": t["labels"].to(device)} for t in targets]
+            images, targets = to_device(images, targets, device, channels_last=cfg.channels_last)
             last = step == plan.accumulation_steps - 1
             with ddp.no_sync() if info.enabled and not last else contextlib.nullcontext():
-                with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
+                with autocast(device, cfg.precision):
                     losses = ddp(images, targets)
                 loss = (losses["loss_cls"] + losses["loss_box"]) / plan.accumulation_steps
-                loss.backward()
+                scaler.scale(loss).backward()
             sums[:3] += torch.stack([losses["loss_cls"].detach(), losses["loss_box"].detach(),
                                      losses["num_fg"].detach()]).double()
         sums[3] = (~torch.isfinite(sums[:2])).any().double()
@@ -194,8 +195,10 @@ def _train(cfg: RunConfig, out: Path, resume: bool, info: distributed.DistInfo, 
             status, stop_iter = "diverged", it + 1
             break
         if cfg.solver.clip_grad_norm is not None:
+            scaler.unscale_(optimizer)  # clip the true gradients (fp16)
             torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.solver.clip_grad_norm)
-        optimizer.step()
+        scaler.step(optimizer)  # fp16: skipped when a gradient overflowed
+        scaler.update()
         window.append(sums[:3].cpu())
         bar.update(1)
         done = it + 1
@@ -218,7 +221,7 @@ def _train(cfg: RunConfig, out: Path, resume: bool, info: distributed.DistInfo, 
                 status, stop_iter = "diverged", done
                 break
             if info.is_main:
-                _save_state(out / LAST, model, optimizer, schedule, done, cfg,
+                _save_state(out / LAST, model, optimizer, schedule, scaler, done, cfg,
                             wall_before + time.perf_counter() - t_start)
     bar.close()
 
@@ -239,10 +242,24 @@ def _train(cfg: RunConfig, out: Path, resume: bool, info: distributed.DistInfo, 
     return result
 
 
+def to_device(images: torch.Tensor, targets: list[dict[str, torch.Tensor]], device: torch.device, *,
+              channels_last: bool = False) -> tuple[torch.Tensor, list[dict[str, torch.Tensor]]]:
+    """A batch (images ``[N, 3, H, W]``, per image ``boxes [M, 4]`` and ``labels [M]``) on ``device``. The copies
+    are asynchronous (``non_blocking``: from the loader's pinned memory on CUDA, they overlap the queued work
+    instead of waiting for it); the images in channels-last layout if asked."""
+    images = images.to(device, non_blocking=True)
+    if channels_last:
+        images = images.contiguous(memory_format=torch.channels_last)
+    return images, [{"boxes": t["boxes"].to(device, non_blocking=True),
+                     "labels": t["labels"].to(device, non_blocking=True)} for t in targets]
+
+
 def _save_state(path: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
-                schedule: WarmupMultiStepSchedule, iteration: int, cfg: RunConfig, wall_s: float) -> None:
+                schedule: WarmupMultiStepSchedule, scaler: torch.amp.GradScaler, iteration: int, cfg: RunConfig,
+                wall_s: float) -> None:
     checkpoint.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                     "schedule": schedule.state_dict(), "iteration": iteration, "rng": checkpoint.rng_state(),
+                     "schedule": schedule.state_dict(), "scaler": scaler.state_dict(), "iteration": iteration,
+                     "rng": checkpoint.rng_state(),
                      "config": to_dict(cfg), "wall_s": wall_s}, path)
 
 
