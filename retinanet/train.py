@@ -10,6 +10,7 @@ RUNDIR after a run::
                            states), kept only while the run is unfinished (deleted once a completed run has its
                            model_final.pt)
     model_final.pt         the trained weights (completed runs only)
+    run.json               the run's identity (retinanet.identity) and, once finished, a copy of its result
     result.json            written last: {"status": "completed" | "diverged", "iteration", "wall_s", "batch", ...}
 
 One optimizer step = ``accumulation_steps`` forward/backward passes of ``images_per_process`` images on each of
@@ -25,7 +26,10 @@ Weights are checked to be finite before every checkpoint and at the end, so no c
 Resume (``--resume auto``): model, optimizer, schedule, iteration, RNG states and the data stream position are
 restored from ``checkpoints/last.pt``; the data order and augmentation are a function of (seed, position)
 (:class:`retinanet.sampler.TrainBatchSampler`), so on CPU a killed and resumed run ends bitwise equal to an
-uninterrupted one.
+uninterrupted one. A finished run is reused when its identity (scientific config and input files,
+:mod:`retinanet.identity`) is unchanged, whatever its operational fields (data root, workers, checkpoint period...);
+another identity retrains, the old folder content moved to ``RUNDIR.previous`` and the changed fields logged
+(:func:`retinanet.run_record.decide`).
 """
 
 from __future__ import annotations
@@ -44,7 +48,7 @@ import torch
 import yaml
 from tqdm import tqdm
 
-from retinanet import atomic, checkpoint, distributed, provenance
+from retinanet import atomic, checkpoint, distributed, identity, provenance, run_record
 from retinanet.config import ConfigError, RunConfig, load, to_dict
 from retinanet.data import build_dataset, build_train_loader, check_num_classes, check_train_images
 from retinanet.model import build_model
@@ -117,10 +121,13 @@ def _train(cfg: RunConfig, out: Path, resume: bool, info: distributed.DistInfo, 
     set_tf32(cfg.allow_tf32)
     set_cudnn_benchmark(cfg.cudnn_benchmark)
     plan = plan_batch(cfg.solver, info.world_size)
-    if resume and (out / RESULT).exists():
-        done = json.loads((out / RESULT).read_text())
-        if done.get("status") in ("completed", "diverged"):
-            return done
+    ident = identity.identity(cfg) if info.is_main else {}
+    if info.is_main:
+        _prepare(out, cfg, ident, resume)
+    distributed.barrier()
+    record = run_record.read(out)
+    if record and record.get("result"):  # only a reused run's record holds a result at this point
+        return record["result"]
 
     seed_everything(cfg.seed)
     dataset = build_dataset(cfg.data, train=True)
@@ -137,9 +144,10 @@ def _train(cfg: RunConfig, out: Path, resume: bool, info: distributed.DistInfo, 
     if resume and (out / LAST).exists():
         state = checkpoint.load(out / LAST)
         checkpoint.require(state, out / LAST, STATE_KEYS)
-        diff = _first_difference(state["config"], to_dict(cfg))
+        diff = _first_difference(identity.scientific(state["config"]), identity.scientific(to_dict(cfg)))
         if diff:
-            raise ConfigError(f"{out / LAST}: written by a different config ({diff}); use a new --out or no --resume")
+            raise ConfigError(f"{out / LAST}: written by a different scientific config ({diff}); use a new --out or "
+                              f"no --resume")
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         schedule.load_state_dict(state["schedule"])
@@ -149,10 +157,6 @@ def _train(cfg: RunConfig, out: Path, resume: bool, info: distributed.DistInfo, 
         checkpoint.set_rng_state(state["rng"])
 
     if info.is_main:
-        out.mkdir(parents=True, exist_ok=True)
-        if start_iter == 0:
-            for name in (RESULT, FINAL, LAST, LOG):
-                (out / name).unlink(missing_ok=True)
         atomic.write_text(out / CONFIG, yaml.safe_dump(to_dict(cfg), sort_keys=False))
         report = dataset.report()
         print(f"data: {json.dumps(report)}", file=sys.stderr)
@@ -234,12 +238,33 @@ def _train(cfg: RunConfig, out: Path, resume: bool, info: distributed.DistInfo, 
         if status == "completed":
             checkpoint.save({"model": model.state_dict(), "config": to_dict(cfg), "iteration": iterations},
                             out / FINAL)
+        run_record.write(out, ident, result)  # before result.json: a rerun reuses the run even without it
         atomic.write_json(out / RESULT, result)
         if status == "completed":  # only resuming needs the training state; it is 2/3 of a run's disk
             (out / LAST).unlink(missing_ok=True)
         print(f"train: {status} at iteration {stop_iter} in {wall_s:.1f} s -> {out}", file=sys.stderr)
     distributed.barrier()
     return result
+
+
+def _prepare(out: Path, cfg: RunConfig, ident: dict, resume: bool) -> run_record.Decision:
+    """Rank 0, before any rank reads the folder: reuse, resume or start the run in ``out`` (``--resume no``:
+    always from scratch). A reused run gets its ``result.json`` back (Snakemake deletes it before rerunning a job)
+    and today's config (operational fields such as the data root, which evaluation reads from the folder)."""
+    out.mkdir(parents=True, exist_ok=True)
+    if resume:
+        decision = run_record.decide(out, ident, final=FINAL, checkpoint=LAST, config=CONFIG, result=RESULT)
+    else:
+        decision = run_record.Decision("fresh", f"training {out} from scratch (--resume no)")
+    print(f"train: {decision.message}", file=sys.stderr, flush=True)
+    if decision.action == "fresh":
+        for name in (RESULT, FINAL, LAST, LOG):
+            (out / name).unlink(missing_ok=True)
+    if decision.action == "reuse":
+        atomic.write_text(out / CONFIG, yaml.safe_dump(to_dict(cfg), sort_keys=False))
+        atomic.write_json(out / RESULT, decision.result)
+    run_record.write(out, ident, decision.result)
+    return decision
 
 
 def to_device(images: torch.Tensor, targets: list[dict[str, torch.Tensor]], device: torch.device, *,
@@ -293,7 +318,9 @@ def add_command(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config field, e.g. --set solver.iterations=100 (repeatable)")
     p.add_argument("--resume", choices=["auto", "no"], default="no",
-                   help="auto: continue from RUNDIR/checkpoints/last.pt if it exists (and skip a finished run)")
+                   help="auto: reuse a finished run of the same identity (scientific config and input files), "
+                        "else continue from RUNDIR/checkpoints/last.pt if it exists; a run of another identity is "
+                        "moved to RUNDIR.previous and retrained. no: train from scratch")
     p.set_defaults(func=_main)
 
 

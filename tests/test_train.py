@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -16,7 +17,7 @@ import yaml
 from tiny_coco import tiny_config, write_coco
 
 from retinanet import checkpoint
-from retinanet.config import ConfigError, dump, load, to_dict
+from retinanet.config import dump, load, to_dict
 from retinanet.evaluate import evaluate_run, load_run
 from retinanet.precision import set_tf32, tf32_state
 from retinanet.solver import WarmupMultiStepSchedule, plan_batch
@@ -106,10 +107,14 @@ def test_sigkill_then_resume_is_bitwise_equal_to_an_uninterrupted_run(tmp_path):
     stopped_at = checkpoint.load(last)["iteration"]
     assert 0 < stopped_at < 12
 
-    # resuming with another config is refused, and the interrupted run loses nothing
-    other = tiny_config(tmp_path / "data", {**RESUME, "solver": {**RESUME["solver"], "base_lr": 0.01}})
-    with pytest.raises(ConfigError, match=r"last.pt: written by a different config \(solver.base_lr: 0.005 vs 0.01\)"):
-        train(other, killed, resume=True)
+    # a run folder of another scientific config is not resumed: its content moves to RUNDIR.previous and the run
+    # trains from scratch (on a copy here; the interrupted run loses nothing)
+    shutil.copytree(killed, tmp_path / "other")
+    other = tiny_config(tmp_path / "data", {**RESUME, "solver": {**RESUME["solver"], "base_lr": 0.01,
+                                                                 "iterations": 2}})
+    assert train(other, tmp_path / "other", resume=True)["iteration"] == 2
+    assert json.loads((tmp_path / "other" / "provenance.json").read_text())["resumed_from"] == 0
+    assert checkpoint.load(tmp_path / "other.previous" / "checkpoints" / "last.pt")["iteration"] == stopped_at
     assert checkpoint.load(last)["iteration"] == stopped_at and not (killed / "result.json").exists()
 
     result = train(load(config_file), killed, resume=True)
@@ -144,6 +149,8 @@ def test_divergence_ends_cleanly_with_status_diverged(tmp_path):
         assert all(torch.isfinite(w).all() for w in weights.values() if w.is_floating_point())
     metrics = evaluate_run(run, tmp_path / "eval")
     assert metrics["status"] == "diverged" and metrics["AP"] == 0.0
+    (run / "result.json").unlink()  # as Snakemake does before it reruns the job: the diverged run is not retrained
+    assert train(load(config_file), run, resume=True) == result
 
 
 def test_bf16_and_channels_last_are_applied_and_recorded(tmp_path):
@@ -164,3 +171,60 @@ def test_bf16_and_channels_last_are_applied_and_recorded(tmp_path):
     bf16_loss, fp32_loss = _log(tmp_path / "run")[0]["loss"], _log(tmp_path / "fp32")[0]["loss"]
     assert bf16_loss != fp32_loss and bf16_loss == pytest.approx(fp32_loss, rel=0.05)  # same model, bf16 math
     assert yaml.safe_load((tmp_path / "run" / "config.resolved.yaml").read_text())["precision"] == "bf16"
+
+
+def _mtime(path: Path) -> int:
+    return path.stat().st_mtime_ns
+
+
+def test_a_finished_run_is_reused_unless_its_identity_changes(tmp_path, capsys):
+    """A rerun after Snakemake deleted result.json, or with other operational fields (data root, workers,
+    checkpoint and log periods, threads), reuses model_final.pt; a scientific field or the training annotations'
+    content retrains, and the log names what changed."""
+    write_coco(tmp_path / "data", num_images=2)
+    cfg = tiny_config(tmp_path / "data", {"solver": {"iterations": 2}})
+    run = tmp_path / "run"
+    result = train(cfg, run)
+    final = _mtime(run / "model_final.pt")
+
+    (run / "result.json").unlink()  # Snakemake deletes a job's output before rerunning it (--forcerun, params)
+    capsys.readouterr()
+    assert train(cfg, run, resume=True) == result
+    assert "reusing finished run" in capsys.readouterr().err
+    assert _mtime(run / "model_final.pt") == final and json.loads((run / "result.json").read_text()) == result
+
+    shutil.copytree(tmp_path / "data", tmp_path / "moved")  # the dataset under another root
+    operational = tiny_config(tmp_path / "moved", {"data": {"num_workers": 2}, "threads": 2,
+                                                   "solver": {"iterations": 2, "checkpoint_period": 1,
+                                                              "log_period": 2}})
+    (run / "result.json").unlink()
+    assert train(operational, run, resume=True) == result
+    assert _mtime(run / "model_final.pt") == final
+    assert load(run / "config.resolved.yaml") == operational  # evaluation reads today's data root from here
+
+    capsys.readouterr()
+    science = tiny_config(tmp_path / "moved", {"loss": {"alpha": 0.5}, "solver": {"iterations": 2}})
+    assert train(science, run, resume=True)["status"] == "completed"
+    err = capsys.readouterr().err
+    assert "retraining" in err and "loss.alpha: 0.25 -> 0.5" in err and "data.root" not in err
+    assert _mtime(run / "model_final.pt") != final and (tmp_path / "run.previous" / "model_final.pt").is_file()
+
+    write_coco(tmp_path / "moved", num_images=2, seed=5)  # same path, other annotations
+    capsys.readouterr()
+    train(science, run, resume=True)
+    assert "content of data.train_annotations: sha256:" in capsys.readouterr().err
+
+
+def test_a_run_folder_from_before_the_run_record_is_reused(tmp_path, capsys):
+    """Folders trained before run.json existed are judged by config.resolved.yaml and result.json."""
+    write_coco(tmp_path / "data", num_images=2)
+    cfg = tiny_config(tmp_path / "data", {"solver": {"iterations": 2}})
+    run = tmp_path / "run"
+    result = train(cfg, run)
+    (run / "run.json").unlink()
+    final = _mtime(run / "model_final.pt")
+    capsys.readouterr()
+    assert train(tiny_config(tmp_path / "data", {"solver": {"iterations": 2}, "threads": 2}), run,
+                 resume=True) == result
+    assert "reusing finished run" in capsys.readouterr().err and _mtime(run / "model_final.pt") == final
+    assert json.loads((run / "run.json").read_text())["result"] == result

@@ -10,6 +10,7 @@ import hashlib
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 import time
@@ -127,21 +128,6 @@ def test_launch_multi_gpu_job_runs_torchrun_with_one_process_per_gpu():
                    "train"]
     assert env["OMP_NUM_THREADS"] == "4"
     assert "--nproc_per_node=2" in launch.command(["train"], gpus=8, threads=32, visible=2, python="py")[0]
-
-
-def test_launch_retires_a_run_folder_of_another_config(tmp_path: Path):
-    from retinanet.config import RunConfig, dump, from_dict
-
-    run, cfg = tmp_path / "run", tmp_path / "run.yaml"
-    run.mkdir()
-    dump(RunConfig(threads=2), run / "config.resolved.yaml")
-    (run / "checkpoints").mkdir()
-    dump(RunConfig(), cfg)
-    args = ["train", "--config", str(cfg), "--out", str(run), "--resume", "auto"]
-    assert launch.retire_stale_run(args) is None  # same run (threads is not part of it): resume
-    dump(from_dict({"solver": {"iterations": 10}}), cfg)
-    assert "moved to" in launch.retire_stale_run(args)
-    assert not run.exists() and (tmp_path / "run.previous" / "checkpoints").is_dir()
 
 
 def test_launch_threads_come_from_the_slurm_allocation_only_inside_slurm():
@@ -264,3 +250,65 @@ def test_smoke_dag_runs_locally(tmp_path: Path):
     page = (tmp_path / "report.html").read_text(errors="replace")
     assert all(f"{fig}.png" in page for fig in ("fig1", "fig2", "fig4", "fig5", "fig6", "fig7"))
     assert "table_3.csv" in page
+
+
+def _workflow_copy(dest: Path) -> Path:
+    """The workflow's files copied to ``dest`` (the engine and the analysis linked), so that a test may edit a rule;
+    returns the copy's Snakefile."""
+    dest.mkdir()
+    for name in ("Snakefile", "environment.yml"):
+        shutil.copy2(ROOT / name, dest / name)
+    for name in ("workflow", "config", "profiles"):
+        shutil.copytree(ROOT / name, dest / name, ignore=shutil.ignore_patterns("__pycache__"))
+    for name in ("retinanet", "analysis"):
+        (dest / name).symlink_to(ROOT / name)
+    return dest / "Snakefile"
+
+
+TRAIN_JOB = re.compile(r"^(local)?rule train:", re.M)
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not _pipeline_ready(), reason="the retinanet engine or the analysis scripts are not there yet")
+def test_rerunning_the_dag_retrains_a_finished_run_only_for_a_scientific_change(tmp_path: Path):
+    """One smoke run, then reruns: operational settings (a moved dataset, workers, checkpoint and log periods), an
+    edited train rule and a regenerated run config start no train job; --forcerun train starts one that reuses the
+    finished model; a scientific change retrains and the job's log says which field changed (docs/study.md,
+    "Rerunning safely")."""
+    snakefile = _workflow_copy(tmp_path / "wf")
+    work = tmp_path / "work"
+    work.mkdir()
+    rid = "r50-600-fl-g2-a0.25-s0"
+    run, job_log = work / "work/smoke/runs" / rid, work / "work/smoke/logs/train" / f"{rid}.log"
+
+    def smk(*config: str, options: tuple[str, ...] = ()) -> str:
+        cmd = [sys.executable, "-m", "snakemake", "-s", str(snakefile), "-d", str(work), "--nolock", "--cores", "2",
+               *options, "--config", "scale=smoke", *config, "--", f"work/smoke/runs/{rid}/result.json"]
+        res = subprocess.run(cmd, cwd=work, capture_output=True, text=True, timeout=300, env=_env())
+        assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
+        return res.stdout + res.stderr
+
+    assert TRAIN_JOB.search(smk())
+    final = (run / "model_final.pt").stat().st_mtime_ns
+
+    shutil.copytree(work / "work/smoke/data", work / "moved/data")  # same files, same times, another root
+    (work / "operational.yaml").write_text(  # --config would pass the numbers as strings
+        "base: {data: {num_workers: 1}, solver: {checkpoint_period: 2, log_period: 2}}\n")
+    out = smk("dataset={root: moved/data}", options=("--configfile", str(work / "operational.yaml")))
+    assert not TRAIN_JOB.search(out), out[-3000:]
+
+    smk(options=("--forcerun", "run_config", "--until", "run_config"))  # the same content, written anew
+    rules = snakefile.parent / "workflow/rules/train.smk"  # and an edited train rule
+    text = rules.read_text()
+    assert "train --config {input.config}" in text
+    rules.write_text(text.replace("train --config {input.config}", "train  --config {input.config}"))
+    assert not TRAIN_JOB.search(smk())
+
+    assert TRAIN_JOB.search(smk(options=("--forcerun", "train")))
+    assert "reusing finished run" in job_log.read_text()
+    assert (run / "model_final.pt").stat().st_mtime_ns == final
+
+    (work / "science.yaml").write_text("base: {model: {fpn_channels: 8}}\n")
+    assert TRAIN_JOB.search(smk(options=("--configfile", str(work / "science.yaml"))))
+    assert "model.fpn_channels: 16 -> 8" in job_log.read_text()
+    assert (run / "model_final.pt").stat().st_mtime_ns != final

@@ -26,21 +26,17 @@ from pathlib import Path
 from typing import Any
 
 from retinanet.config import BACKBONE_INPUT, ConfigError, RunConfig, from_dict, merge, to_dict
+from retinanet.identity import OPERATIONAL_FIELDS, value, without
 
 PAPER_ITERATIONS = RunConfig().solver.iterations
 """The paper's 1x schedule (90k iterations); a run's schedule is expressed as a multiple of it."""
 
-RUNTIME_FIELDS = ("threads",)
-"""RunConfig fields that only say how a run executes on the machine at hand. They are not part of a run's identity
-(not written to the run's config file); the workflow sets the job's threads through OMP_NUM_THREADS
-(workflow/scripts/launch.py)."""
-
-OPERATIONAL_FIELDS = (
-    "threads", "device", "data.root", "data.train_images", "data.train_annotations", "data.val_images",
-    "data.val_annotations", "data.num_workers", "model.pretrained", "solver.checkpoint_period", "solver.log_period",
-)
-"""Fields a scale may set without declaring a deviation from the paper: where the data and weights live and how
-the machine runs the job. Everything else a scale changes must be listed in its ``deviations``."""
+RUNTIME_FIELDS = tuple(f for f in OPERATIONAL_FIELDS if f != "model.pretrained")
+"""The operational fields (:data:`retinanet.identity.OPERATIONAL_FIELDS`: where the data lives and how the job
+runs) that a run's config file leaves out, so that changing them changes no file a train job depends on; the train
+rule passes today's values with ``--set`` and the threads through OMP_NUM_THREADS (workflow/scripts/launch.py).
+``model.pretrained`` stays in the file (it may be the keyword ``none``); its content is part of the run's identity.
+:data:`OPERATIONAL_FIELDS` are also the fields a scale may set without declaring a deviation from the paper."""
 
 TABLES = ("1a", "1b", "1c", "1d", "1e", "2", "3", "5.1")
 FIGURES = ("fig1", "fig2", "fig4", "fig5", "fig6", "fig7")
@@ -332,11 +328,15 @@ class Study:
     manifest: dict
 
     def run_config(self, rid: str) -> dict:
-        """The config file content for run ``rid`` (runtime fields dropped)."""
-        d = to_dict(self.runs[rid])
-        for key in RUNTIME_FIELDS:
-            d.pop(key, None)
-        return d
+        """The config file content for run ``rid`` (:data:`RUNTIME_FIELDS` dropped)."""
+        return without(to_dict(self.runs[rid]), RUNTIME_FIELDS)
+
+
+def runtime_options(run: RunConfig) -> list[str]:
+    """The run's :data:`RUNTIME_FIELDS` but ``threads`` as ``train --set`` overrides, ``KEY=VALUE`` with the value
+    in JSON (which ``--set`` parses back as YAML): what the train rule adds to the run's config file."""
+    d = to_dict(run)
+    return [f"{f}={json.dumps(value(d, f))}" for f in RUNTIME_FIELDS if f != "threads"]
 
 
 def paths(scale: dict) -> dict[str, str]:

@@ -1,6 +1,10 @@
 # Named input/param functions and path patterns shared by the rules (no lambdas in rules).
 # STUDY (workflow/study.py's Study) and P (its path patterns) are built in the Snakefile.
 
+import shlex
+
+from workflow.study import runtime_options
+
 W = config["workdir"]
 R = config["results"]
 
@@ -35,12 +39,23 @@ def dataset_ready():
 
 
 def train_inputs(wildcards):
-    """A run's config file, its dataset and (if any) its cached pretrained weights."""
+    """A run's config file, its dataset and (if any) its cached pretrained weights. Nothing here changes with an
+    operational setting (:func:`operational_options`), and none is ancient(): with Snakemake 9.27 a job whose
+    ancient input's producer reruns is never checked itself, not even for a missing output."""
     inputs = {"config": P["run_config"].format(rid=wildcards.rid), "data": dataset_ready()}
     pretrained = STUDY.runs[wildcards.rid].model.pretrained
     if config["weights"]["source"] in ("msra", "torchvision", "pretrain"):
         inputs["weights"] = pretrained
     return inputs
+
+
+def operational_options(wildcards, input):
+    """``--set`` options with today's values of the run's operational fields that its config file leaves out
+    (workflow/study.py RUNTIME_FIELDS: data root and paths, workers, checkpoint and log periods, device; threads
+    come from the launcher). Snakemake does not track a param derived from ``input`` (the argument is there for
+    that alone): a new data root or worker count changes no file and no tracked param of the train job, so it
+    reruns nothing, and the run's next train job uses it (docs/study.md, "Rerunning safely")."""
+    return " ".join(f"--set {shlex.quote(option)}" for option in runtime_options(STUDY.runs[wildcards.rid]))
 
 
 def job_gpus(wildcards, resources):
@@ -83,8 +98,10 @@ def loss_samples_args(wildcards):
     return _options(config.get("loss_samples"))
 
 
-def coco_paths(wildcards):
-    """The data fields every run uses (they are the same for all runs of a scale)."""
+def coco_paths(wildcards, output):
+    """The data fields every run uses (they are the same for all runs of a scale). Derived from ``output`` so that
+    Snakemake does not track them: a moved dataset reruns neither check_coco nor, through its output, every train
+    job; the train and evaluate jobs name a missing root themselves."""
     data = next(iter(STUDY.runs.values())).data
     return (f"--root {data.root} --train-images {data.train_images} --train-annotations {data.train_annotations} "
             f"--val-images {data.val_images} --val-annotations {data.val_annotations}")

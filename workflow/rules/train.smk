@@ -4,7 +4,9 @@
 
 
 rule run_config:
-    """The run's config file: the study's resolved RunConfig for this run (params: a changed config reruns it)."""
+    """The run's config file: the study's resolved RunConfig for this run without its runtime fields (data root,
+    workers, checkpoint period...: the train rule passes them). A changed scientific config reruns it (params), and
+    the newer file reruns the train job; an operational change does neither."""
     output:
         P["run_config"],
     params:
@@ -18,7 +20,8 @@ rule run_config:
 
 rule train:
     """python -m retinanet train; under torchrun with one process per GPU when the job has several GPUs. A
-    requeued or retried job resumes from the run's last checkpoint (--resume auto). result.json is written last."""
+    requeued or retried job resumes from the run's last checkpoint (--resume auto), a rerun job reuses the finished
+    run of the same identity (docs/study.md, "Rerunning safely"). result.json is written last."""
     input:
         unpack(train_inputs),
     output:
@@ -29,6 +32,7 @@ rule train:
         f"{W}/benchmarks/train/{{rid}}.tsv"
     params:
         run_dir=run_dir,
+        operational=operational_options,
         gpus=job_gpus,
         cpus=slurm_cpus,
     threads: config["job_threads"]
@@ -36,7 +40,7 @@ rule train:
         "../../environment.yml"
     shell:
         "python -m workflow.scripts.launch --gpus {params.gpus} --threads {threads} --slurm-cpus {params.cpus} -- "
-        "train --config {input.config} --out {params.run_dir} --resume auto > {log} 2>&1"
+        "train --config {input.config} {params.operational} --out {params.run_dir} --resume auto > {log} 2>&1"
 
 
 rule evaluate:

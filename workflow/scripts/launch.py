@@ -18,9 +18,9 @@ the profile's cpus_per_task). Torch threads per process = CPUs // processes (at 
 OMP_NUM_THREADS/MKL_NUM_THREADS (torch's default thread count) rather than the run config: how many cores a machine
 lends is not part of a run's identity, and a run resumed on another allocation must match its checkpoint's config.
 
-Stale runs: ``train ... --resume auto`` resumes from the run folder's last checkpoint. When the run's config file
-differs from the folder's ``config.resolved.yaml`` (the study changed the run, so Snakemake retrains it), the old
-folder is moved to ``RUNDIR.previous`` first and training starts fresh, instead of failing on the mismatch.
+What a run folder holds (a finished run to reuse, a checkpoint to resume, a run of another identity to retire to
+``RUNDIR.previous``) is decided by ``train --resume auto`` itself (:func:`retinanet.run_record.decide`), on its
+scientific fields only, so that a changed operational field (the data root, workers...) never retrains a run.
 torch is imported only to count GPUs, where a count is needed; ``device_count`` does not initialize CUDA in this
 process, which ``execve`` replaces by the command anyway.
 """
@@ -29,9 +29,7 @@ from __future__ import annotations
 
 import argparse
 import os
-import shutil
 import sys
-from pathlib import Path
 
 ALLOW_MISSING_GPUS = "RETINANET_ALLOW_MISSING_GPUS"
 DISTRIBUTED_COMMANDS = ("train",)
@@ -104,40 +102,6 @@ def command(args: list[str], *, gpus: int, threads: int, visible: int,
             *args], env
 
 
-def _option(args: list[str], name: str) -> str | None:
-    for i, arg in enumerate(args):
-        if arg == name and i + 1 < len(args):
-            return args[i + 1]
-        if arg.startswith(name + "="):
-            return arg.split("=", 1)[1]
-    return None
-
-
-def _identity(path: Path) -> dict:
-    from retinanet.config import load, to_dict
-    from workflow.study import RUNTIME_FIELDS
-
-    d = to_dict(load(path))
-    for key in RUNTIME_FIELDS:
-        d.pop(key, None)
-    return d
-
-
-def retire_stale_run(args: list[str]) -> str | None:
-    """For ``train --config C --out R``: if R holds a run of another config, move it to ``R.previous``.
-    Returns a message saying what was done, or None."""
-    config, out = _option(args, "--config"), _option(args, "--out")
-    if not args or args[0] != "train" or not config or not out:
-        return None
-    resolved = Path(out) / "config.resolved.yaml"
-    if not resolved.is_file() or _identity(resolved) == _identity(Path(config)):
-        return None
-    previous = Path(f"{out}.previous")
-    shutil.rmtree(previous, ignore_errors=True)
-    os.replace(out, previous)
-    return f"{out} was trained with another config than {config}: moved to {previous}, training from scratch"
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--gpus", type=int, default=0, help="GPUs requested for the job (0: none)")
@@ -157,9 +121,6 @@ def main(argv: list[str] | None = None) -> int:
         if not problem.startswith("warning:"):
             return 2
     cmd, env = command(args, gpus=ns.gpus, threads=threads, visible=visible)
-    note = retire_stale_run(args)
-    if note:
-        print(f"launch: {note}", file=sys.stderr, flush=True)
     print("launch:", " ".join(f"{k}={v}" for k, v in env.items()), " ".join(cmd), file=sys.stderr, flush=True)
     os.execve(cmd[0], cmd, {**os.environ, **env})
     return 1  # not reached
