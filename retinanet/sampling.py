@@ -6,7 +6,8 @@ examples, [constructs] the minibatch to enforce a 1:3 ratio between positives an
 minibatch has enough positives". Our reading, per image:
 
 1. candidates: every anchor that is not ignored (positives and negatives together), ordered by loss, highest first;
-   ties are broken by anchor index (lower first), so the result is deterministic;
+   ties are broken by anchor index (lower first), so the result is deterministic; of these, the first
+   :data:`NMS_CANDIDATES` and every positive after them (below);
 2. greedy NMS over the candidates' anchor boxes at ``nms_thresh``, in that order;
 3. plain OHEM (``pos_fraction=None``): the first ``batch`` survivors.
    OHEM 1:3 (``pos_fraction=0.25``): the minibatch of size ``batch`` reserves up to ``batch * pos_fraction``
@@ -21,8 +22,23 @@ order keeps exactly the survivors that full NMS keeps within that prefix. We the
 (x4 each time) until it holds enough survivors: the result equals NMS over all ~100k anchors (several seconds on a CPU)
 at a small fraction of the cost when the highest-loss anchors suffice (plain OHEM: ~20 ms for 120k anchors on one
 CPU core). OHEM 1:3 must also see every surviving positive when there are fewer than ``batch * pos_fraction`` of
-them, so its prefix reaches the lowest-loss positive, often most of the anchors: torchvision's NMS then costs
-seconds per 100k-anchor image on a CPU (milliseconds on a GPU, and on the ~3k anchors of a ``mini`` image).
+them, so its prefix reaches the lowest-loss positive, often most of the anchors.
+
+The cap. NMS never sees more than the :data:`NMS_CANDIDATES` (32,768) highest-loss anchors plus the positives ranked
+below them (typically tens to a few hundred per COCO image), instead of all ~120k anchors of a padded 600 px image:
+torchvision's NMS takes seconds on 120k boxes on a CPU, and on a GPU its kernel builds a 120k x 120k / 64-word
+overlap mask (1.9 GB) that it copies to the host. The result is unchanged whenever the cap does not bind, which is
+the case when the minibatch's anchors come from the top 32,768: plain OHEM needs B <= 512 survivors, and 32,768
+anchors hold far more (the 32,768 highest-loss of the 122,760 anchors of a 640 x 1024 input keep 9,033 survivors of
+NMS at .5 for random losses, and 4,465 when the loss is one smooth bump around a point, so the hard examples crowd
+one region); OHEM 1:3 also needs its positives, and all of them are kept as candidates. Where the cap binds, the
+only difference is in OHEM 1:3's positives ranked below it (easy ones: each has a lower loss than 32,768 other
+anchors): full NMS could suppress one of them by a negative ranked between the cap and it, which is not a candidate
+here; such a positive then joins the minibatch (and may suppress a later positive), where full NMS would have taken
+the next surviving positive. Every anchor above the cap survives or not exactly as in full NMS (greedy NMS in loss
+order: a prefix's survivors do not depend on what follows), so the negatives are full NMS's too, as long as enough
+of them survive above the cap (the counts above), except that one more or one fewer positive leaves one fewer or one
+more negative slot.
 """
 
 from __future__ import annotations
@@ -33,11 +49,24 @@ import torch
 from torch import Tensor
 from torchvision.ops import nms
 
+NMS_CANDIDATES = 32768
+"""The highest-loss anchors that OHEM's NMS considers per image (plus every positive below them); see the module
+docstring for why this does not change the minibatch where it does not bind."""
+
 
 def _rank_order(anchor_loss: Tensor, candidates: Tensor) -> Tensor:
     """Indices of ``candidates`` (anchor indices, ascending) ordered by loss descending, ties by anchor index."""
     order = torch.sort(anchor_loss[candidates], descending=True, stable=True).indices
     return candidates[order]
+
+
+def _capped(order: Tensor, labels: Tensor, cap: int) -> Tensor:
+    """The NMS candidates: the first ``cap`` anchors of ``order`` and every positive (``labels >= 0``) after them,
+    still in ``order``'s order. Shape ``[<= cap + number of positives]``."""
+    if order.numel() <= cap:
+        return order
+    tail = order[cap:]
+    return torch.cat([order[:cap], tail[labels[tail] >= 0]])
 
 
 def _survivors(boxes: Tensor, order: Tensor, nms_thresh: float, enough: Callable[[Tensor, int], bool]) -> Tensor:
@@ -81,7 +110,7 @@ def ohem_mask(anchor_loss: Tensor, anchor_boxes: Tensor, labels: Tensor, *, batc
     candidates = torch.nonzero(labels != -2).squeeze(1)
     if candidates.numel() == 0:
         return mask
-    order = _rank_order(anchor_loss.detach(), candidates)
+    order = _capped(_rank_order(anchor_loss.detach(), candidates), labels, NMS_CANDIDATES)
     boxes = anchor_boxes.detach()
 
     if pos_fraction is None:

@@ -133,3 +133,45 @@ def test_bad_arguments_raise_value_error() -> None:
     with pytest.raises(ValueError, match="batch must be >= 1"):
         ohem_mask(torch.zeros(3), torch.zeros(3, 4), torch.zeros(3, dtype=torch.long), batch=0, nms_thresh=0.5,
                   pos_fraction=None)
+
+
+def _dense_case(n: int, seed: int, positives_last: bool):
+    """n overlapping boxes, ~2% positives. ``positives_last``: every positive has a lower loss than every negative
+    (OHEM 1:3's worst case: its NMS must reach the lowest-loss positive); else a higher one (early training, when
+    every positive is a hard example)."""
+    g = torch.Generator().manual_seed(seed)
+    centers = torch.rand(n, 2, generator=g) * 400
+    sizes = 8 + torch.rand(n, 2, generator=g) * 24
+    boxes = torch.cat([centers - sizes / 2, centers + sizes / 2], 1)
+    loss = torch.rand(n, generator=g)
+    labels = torch.full((n,), BG)
+    labels[torch.rand(n, generator=g) < 0.02] = POS
+    loss[labels >= 0] += -1.0 if positives_last else 1.0
+    return loss, boxes, labels
+
+
+@pytest.mark.parametrize("pos_fraction", [None, 0.25])
+def test_candidate_cap_bounds_nms_and_changes_nothing_where_it_does_not_bind(monkeypatch, pos_fraction) -> None:
+    """NMS sees at most NMS_CANDIDATES anchors plus the positives below them, where it would otherwise reach the
+    lowest-loss positive (OHEM 1:3: all 6000 anchors here); the minibatch equals full NMS's when the cap does not
+    bind (positives among the top-loss anchors, enough survivors above the cap)."""
+    from retinanet import sampling
+
+    sizes = []
+    real_nms = sampling.nms
+    monkeypatch.setattr(sampling, "nms", lambda b, s, t: (sizes.append(len(b)), real_nms(b, s, t))[1])
+    monkeypatch.setattr(sampling, "NMS_CANDIDATES", 1024)
+    loss, boxes, labels = _dense_case(6000, seed=2, positives_last=True)
+    num_pos = int((labels >= 0).sum())
+    mask = ohem_mask(loss, boxes, labels, batch=128, nms_thresh=0.5, pos_fraction=pos_fraction)
+    assert max(sizes) <= 1024 + num_pos < 6000
+    uncapped = _reference(loss, boxes, labels, 128, 0.5, pos_fraction)
+    assert torch.equal(mask[labels < 0], uncapped[labels < 0])  # enough negatives survive above the cap
+    if pos_fraction is not None:  # all 32 positive slots: the same count, from the positives below the cap
+        assert int(mask[labels >= 0].sum()) == int(uncapped[labels >= 0].sum())
+
+    loss, boxes, labels = _dense_case(6000, seed=3, positives_last=False)  # the cap does not bind
+    sizes.clear()
+    mask = ohem_mask(loss, boxes, labels, batch=128, nms_thresh=0.5, pos_fraction=pos_fraction)
+    assert torch.equal(mask, _reference(loss, boxes, labels, 128, 0.5, pos_fraction))
+    assert max(sizes) <= 1024 + int((labels >= 0).sum())
