@@ -38,6 +38,8 @@ shell.prefix(f'set -euo pipefail; export PYTHONPATH="{workflow.basedir}${{{{PYTH
 include: "workflow/rules/common.smk"
 include: "workflow/rules/data.smk"
 include: "workflow/rules/train.smk"
+include: "workflow/rules/common_imbalance.smk"
+include: "workflow/rules/imbalance.smk"
 include: "workflow/rules/analysis.smk"
 
 

@@ -10,9 +10,11 @@ Markdown table:
 - AP of the default FL run (Table 3's ``loss=FL,gamma=2``: mean ± std over seeds, each seed);
 - AP of Table 2's model: the same loss at the scale's long schedule, with scale jitter;
 - the seed-to-seed standard deviation of AP for every row that has several seeds;
-- the foreground : all anchor ratio.
+- the foreground : all anchor ratio, and the positive rate per classification output beside COCO's
+  (:mod:`analysis.imbalance`).
 
-``python -m analysis.calibration --workdir work/mini [--anchor-stats work/mini/anchor-stats.json]``
+``python -m analysis.calibration --workdir work/mini [--anchor-stats work/mini/anchor-stats.json]
+[--coco-anchor-stats FILE]``
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from pathlib import Path
 import yaml
 
 from analysis.errors import AnalysisInputError
+from analysis.imbalance import beside_coco, coco_rate, load_rate
 from analysis.seeds import seed_values
 from analysis.study_io import Study, load_entry, load_study, read_json, read_wall_time
 
@@ -55,8 +58,10 @@ def job_times(workdir: Path, study: Study) -> dict[str, dict[str, list[float]]]:
     return out
 
 
-def table(workdir: str | Path, anchor_stats: str | Path | None = None) -> str:
-    """The calibration table (Markdown) of the study in ``workdir``."""
+def table(workdir: str | Path, anchor_stats: str | Path | None = None,
+          coco_anchor_stats: str | Path | None = None) -> str:
+    """The calibration table (Markdown) of the study in ``workdir``; with ``anchor_stats`` (an ``anchor-stats
+    --out`` file) the imbalance rows, COCO's rate measured from ``coco_anchor_stats`` or else the published one."""
     workdir = Path(workdir)
     study = load_study(workdir / "study.json")
     rows: list[tuple[str, str]] = []
@@ -94,6 +99,10 @@ def table(workdir: str | Path, anchor_stats: str | Path | None = None) -> str:
                      f"{a['foreground_per_image']:.1f} : {a['anchors_per_image']:.0f} "
                      f"({100 * a['foreground_fraction']:.2f} %); objects without a foreground anchor "
                      f"{100 * a['objects_without_foreground_fraction']:.1f} %"))
+        coco = coco_rate(coco_anchor_stats)
+        rows.append(("positive rate per classification output, fg / (anchors x K), mean over images",
+                     f"{beside_coco(load_rate(anchor_stats), coco)} (COCO's "
+                     f"{'published' if coco.published else 'measured with anchor-stats'})"))
     return "\n".join(["| quantity | measured |", "|---|---|"] + [f"| {q} | {v} |" for q, v in rows]) + "\n"
 
 
@@ -102,9 +111,10 @@ def main(argv: list[str] | None = None) -> int:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--workdir", required=True, help="the study's working folder, e.g. work/mini")
     parser.add_argument("--anchor-stats", help="JSON written by python -m retinanet anchor-stats --out")
+    parser.add_argument("--coco-anchor-stats", help="the same on COCO's annotations (default: the published rate)")
     args = parser.parse_args(argv)
     try:
-        print(table(args.workdir, args.anchor_stats), end="")
+        print(table(args.workdir, args.anchor_stats, args.coco_anchor_stats), end="")
     except AnalysisInputError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

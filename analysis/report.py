@@ -13,6 +13,9 @@ CLI::
         [--elapsed-s SECONDS]    wall time of the whole study, if measured (e.g. the snakemake invocation)
         [--provenance FILE]      one run's provenance.json (device, host, packages, git commit); default: the
                                  first run of the manifest that has one
+        [--anchor-stats FILE]    python -m retinanet anchor-stats --out of the scale's training data: the
+                                 imbalance section (the positive rate per classification output beside COCO's)
+        [--coco-anchor-stats FILE]   the same on COCO's annotations; default: COCO's published rate
         [--paper-values analysis/paper_values.yaml]
 """
 
@@ -25,6 +28,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script: make `analysis` importable
 
 from analysis.claims import ClaimResult, evaluate_claims, load_evidence
+from analysis.imbalance import report_section as imbalance_section
 from analysis.paper_values import PAPER_VALUES, PaperValues, load_paper_values
 from analysis.study_io import Study, load_study, read_json, read_wall_time
 from analysis.tables import TABLE_IDS, build_table, to_markdown
@@ -140,8 +144,10 @@ def hardware_section(study: Study, wall_files: list[str], elapsed_s: float | Non
 
 
 def build_report(study: Study, pv: PaperValues, *, figures: dict[str, Path], report_dir: Path,
-                 wall_files: list[str] = (), elapsed_s: float | None = None, provenance: str | None = None) -> str:
-    """The whole REPORT.md text (reads the study's run outputs)."""
+                 wall_files: list[str] = (), elapsed_s: float | None = None, provenance: str | None = None,
+                 anchor_stats: str | None = None, coco_anchor_stats: str | None = None) -> str:
+    """The whole REPORT.md text (reads the study's run outputs); with ``anchor_stats`` an imbalance section after the
+    claims (:mod:`analysis.imbalance`)."""
     tables = [(tid, build_table(pv.tables[tid], study)) for tid in TABLE_IDS if study.table(tid)]
     evidence = load_evidence(study)
     claims = evaluate_claims(evidence)
@@ -158,7 +164,10 @@ def build_report(study: Study, pv: PaperValues, *, figures: dict[str, Path], rep
                  f"(different data, backbone size, image size and schedule; see the deviations). Judge the "
                  f"orderings and gaps relative to seed noise, as the claims below do; the per-value tolerances "
                  f"of `paper_values.yaml` apply only at `paper` scale.", ""]
-    parts = ["\n".join(head), claims_section(claims), "## Tables", ""]
+    parts = ["\n".join(head), claims_section(claims)]
+    if anchor_stats is not None:
+        parts.append(imbalance_section(study.scale, anchor_stats, coco_anchor_stats))
+    parts += ["## Tables", ""]
     parts += [to_markdown(pv.tables[tid], rows, study.scale) for tid, rows in tables]
     missing = [tid for tid in TABLE_IDS if not study.table(tid)]
     if missing:
@@ -191,6 +200,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--elapsed-s", type=float, default=None)
     parser.add_argument("--provenance", default=None)
     parser.add_argument("--paper-values", default=str(PAPER_VALUES))
+    parser.add_argument("--anchor-stats", default=None, help="anchor-stats JSON of the scale's training data")
+    parser.add_argument("--coco-anchor-stats", default=None, help="anchor-stats JSON of COCO's annotations")
 
     def run(args) -> None:
         out = Path(args.out)
@@ -201,7 +212,8 @@ def main(argv: list[str] | None = None) -> int:
             figures = {n: fig_dir / f"{n}.png" for n in FIGURE_CAPTIONS if (fig_dir / f"{n}.png").is_file()}
         text = build_report(load_study(args.study), load_paper_values(args.paper_values), figures=figures,
                             report_dir=out.parent, wall_files=args.wall, elapsed_s=args.elapsed_s,
-                            provenance=args.provenance)
+                            provenance=args.provenance, anchor_stats=args.anchor_stats,
+                            coco_anchor_stats=args.coco_anchor_stats)
         write_text(out, text)
 
     return run_cli(parser, run, argv)

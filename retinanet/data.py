@@ -151,10 +151,10 @@ class CocoDetection(Dataset):
     def __init__(self, images_dir: str | Path, annotation_file: str | Path, *, min_sizes: Sequence[int],
                  max_size: int, hflip: bool, pixel_mean: Sequence[float], pixel_std: Sequence[float],
                  train: bool, require_annotations: bool = True, input_format: str = DataConfig.input_format,
-                 resize_antialias: bool = DataConfig.resize_antialias) -> None:
+                 resize_antialias: bool = DataConfig.resize_antialias, check_images: bool = True) -> None:
         self.images_dir = Path(images_dir)
         self.annotation_file = str(annotation_file)
-        if not self.images_dir.is_dir():
+        if check_images and not self.images_dir.is_dir():
             raise DataError(f"{self.images_dir}: image folder does not exist")
         self.coco = load_coco_json(annotation_file, require_annotations=require_annotations)
         self.category_ids: list[int] = sorted(self.coco.getCatIds())
@@ -179,7 +179,7 @@ class CocoDetection(Dataset):
                 continue
             self._boxes[image_id] = (boxes, labels)
             self.image_ids.append(image_id)
-        for image_id in self.image_ids:
+        for image_id in self.image_ids if check_images else ():  # off: only the JSON is read (anchor-stats)
             path = self.images_dir / self.coco.imgs[image_id]["file_name"]
             if not path.is_file():
                 raise DataError(f"{path}: image file not found (images[id={image_id}].file_name in "
@@ -210,6 +210,11 @@ class CocoDetection(Dataset):
             boxes.append((cx1, cy1, cx2, cy2))
             labels.append(self.label_of[ann["category_id"]])
         return np.asarray(boxes, dtype=np.float32).reshape(-1, 4), np.asarray(labels, dtype=np.int64)
+
+    def original_boxes(self, index: int) -> tuple[np.ndarray, np.ndarray]:
+        """Image ``index``'s boxes after the box policy, ``[M, 4]`` xyxy in *original* pixels, and labels ``[M]``
+        in [0, K); no pixels are read."""
+        return self._boxes[self.image_ids[index]]
 
     def report(self) -> dict[str, Any]:
         """Counts of the box policy, with the policy in words (for the run log and provenance)."""

@@ -48,8 +48,7 @@ def test_table_reports_times_ap_and_seed_spread(tmp_path: Path, monkeypatch: pyt
     w = _workdir(tmp_path)
     monkeypatch.chdir(tmp_path)
     stats = tmp_path / "anchors.json"
-    stats.write_text(json.dumps({"foreground_per_image": 17.3, "anchors_per_image": 3069.0,
-                                 "foreground_fraction": 0.00563, "objects_without_foreground_fraction": 0.067}))
+    stats.write_text(json.dumps(_anchor_stats(17.3, 3069.0, 6)))
     text = calibration.table(w, stats)
     rows = dict(line.strip("|").split(" | ", 1) for line in text.splitlines()[2:])
     rows = {k.strip(): v.strip() for k, v in rows.items()}
@@ -66,6 +65,32 @@ def test_table_reports_times_ap_and_seed_spread(tmp_path: Path, monkeypatch: pyt
     assert rows["seed std of AP, Table 3 loss=FL,gamma=2"].startswith("2.00 (mean 12.00")
     assert not any("loss=CE" in k for k in rows)  # one seed: no spread to report
     assert rows["foreground : all anchors per image"].startswith("17.3 : 3069 (0.56 %)")
+    # 17.3 / (3069 x 6) = 9.4e-04 per output: 94x the published COCO rate, unless COCO's is measured.
+    rate = "positive rate per classification output, fg / (anchors x K), mean over images"
+    assert rows[rate] == "9.4e-04 (pooled 9.4e-04), 94x COCO's ~1.0e-05 (COCO's published)"
+    coco = tmp_path / "coco.json"
+    coco.write_text(json.dumps(_anchor_stats(163.0, 120087.0, 80)))
+    line = next(r for r in calibration.table(w, stats, coco).splitlines() if r.startswith(f"| {rate} |"))
+    assert line.endswith("| 9.4e-04 (pooled 9.4e-04), 55.4x COCO's 1.7e-05 (COCO's measured with anchor-stats) |")
+
+
+def test_anchor_statistics_without_the_positive_rate_are_refused(tmp_path: Path, monkeypatch) -> None:
+    w = _workdir(tmp_path)
+    monkeypatch.chdir(tmp_path)
+    old = tmp_path / "old.json"
+    old.write_text(json.dumps({k: v for k, v in _anchor_stats(17.3, 3069.0, 6).items() if k != "positive_rate"}))
+    with pytest.raises(AnalysisInputError, match=r"old.json: anchor statistics without the positive rate per output"):
+        calibration.table(w, old)
+
+
+def _anchor_stats(fg: float, anchors: float, k: int) -> dict:
+    """An ``anchor-stats --out`` file of images of one size (mean over images = pooled)."""
+    rate = {"mean_over_images": fg / anchors, "pooled": fg / anchors, "images": 300}
+    return {"foreground_per_image": fg, "anchors_per_image": anchors, "foreground_fraction": fg / anchors,
+            "objects_without_foreground_fraction": 0.067, "images": 300, "annotation_file": "instances_train.json",
+            "split": "train", "num_classes": k,
+            "positive_rate": {"per_anchor": rate, "per_output": {**rate, "mean_over_images": fg / anchors / k,
+                                                                 "pooled": fg / anchors / k}}}
 
 
 def test_missing_benchmark_record_is_named(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

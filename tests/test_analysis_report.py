@@ -75,6 +75,32 @@ def test_report_reads_benchmark_files(fake_study, tmp_path):
     assert "Wall time of the study: 2.00 h" in text and "over 1 given benchmark/result files: 1.00 h" in text
 
 
+def test_report_states_the_scales_positive_rate_beside_cocos(fake_study, tmp_path):
+    def stats(fg: float, anchors: float, k: int, name: str) -> Path:
+        rate = {"mean_over_images": fg / anchors / k, "pooled": fg / anchors / k, "images": 4}
+        path = tmp_path / name
+        path.write_text(json.dumps({"images": 4, "annotation_file": f"{name}/instances_train.json", "split": "train",
+                                    "num_classes": k, "anchors_per_image": anchors, "foreground_per_image": fg,
+                                    "positive_rate": {"per_output": rate}}))
+        return path
+
+    out = tmp_path / "R.md"
+    mini = stats(17.3, 3069.0, 6, "mini")
+    assert report.main(["--study", str(fake_study), "--out", str(out), "--anchor-stats", str(mini)]) == 0
+    text = out.read_text()
+    assert text.index("## Claims") < text.index("## Imbalance: the positive rate per classification output") \
+        < text.index("## Tables")
+    assert "| scale `smoke` | 9.4e-04 (pooled 9.4e-04), 94x COCO's ~1.0e-05 | measured: 4 images of " \
+           "mini/instances_train.json (train split), K = 6" in text
+    assert "| COCO, RetinaNet | 1.0e-05 | published, not measured here: Chen et al." in text
+    coco = stats(163.0, 120087.0, 80, "coco")
+    assert report.main(["--study", str(fake_study), "--out", str(out), "--anchor-stats", str(mini),
+                        "--coco-anchor-stats", str(coco)]) == 0
+    assert "| COCO, RetinaNet | 1.7e-05 | measured: 4 images of coco/instances_train.json" in out.read_text()
+    assert report.main(["--study", str(fake_study), "--out", str(out)]) == 0
+    assert "## Imbalance" not in out.read_text()
+
+
 @pytest.mark.parametrize("notebook", ["explore.ipynb", "training_curves.ipynb"])
 def test_notebooks_execute_against_the_fake_study(fake_study, monkeypatch, notebook):
     import nbformat

@@ -60,8 +60,11 @@ rule report:
         P["report"],
     log:
         f"{W}/logs/analysis/report.log",
+    params:
+        coco=coco_stats_option,
     threads: 1
     conda:
         "../../environment.yml"
     shell:
-        "python -m analysis.report --study {input.study} --out {output} --wall {input.wall} > {log} 2>&1"
+        "python -m analysis.report --study {input.study} --out {output} --wall {input.wall} "
+        "--anchor-stats {input.anchor_stats} {params.coco} > {log} 2>&1"

@@ -171,10 +171,10 @@ def benchmark_files():
 
 
 def report_inputs(wildcards):
-    """The report reads every table and figure, every run's outputs (through the manifest), and the jobs' wall
-    times (their benchmark records)."""
+    """The report reads every table and figure, every run's outputs (through the manifest), the jobs' wall
+    times (their benchmark records) and the anchor statistics of its imbalance section (imbalance.smk)."""
     return {"study": P["manifest"], "tables": table_outputs(), "figures": figure_outputs(),
-            "runs": all_run_outputs(wildcards), "wall": benchmark_files()}
+            "runs": all_run_outputs(wildcards), "wall": benchmark_files(), **imbalance_inputs()}
 
 
 def output_dir(wildcards, output):
