@@ -97,8 +97,15 @@ def require(payload: dict, path: str | Path, keys: tuple[str, ...]) -> None:
 # RNG state, in weights_only-loadable form
 
 
+# A checkpoint's ``rng`` field is ``{"ranks": [state of rank 0, state of rank 1, ...]}``, one :func:`rng_state` per
+# process of the job that wrote it (gathered to rank 0), so that a run resumes on another number of processes:
+# each rank restores its own state where the checkpoint has one and is seeded from (seed, iteration, rank) where
+# it has none. Checkpoints written before held one process's state with every visible GPU's CUDA state.
+
+
 def rng_state() -> dict:
-    """Torch (CPU and CUDA), numpy and Python RNG states as tensors and plain scalars."""
+    """This process's RNG states as tensors and plain scalars: torch's CPU generator, numpy, Python and, when this
+    process has initialized CUDA, the CUDA generator of its current device (the only one it uses)."""
     kind, keys, pos, has_gauss, cached = np.random.get_state()
     version, internal, gauss_next = random.getstate()
     state = {"torch": torch.get_rng_state(),
@@ -106,20 +113,50 @@ def rng_state() -> dict:
                        "has_gauss": int(has_gauss), "cached_gaussian": float(cached)},
              "python": {"version": version, "internal": list(internal), "gauss_next": gauss_next}}
     if torch.cuda.is_available() and torch.cuda.is_initialized():
-        state["cuda"] = torch.cuda.get_rng_state_all()
+        state["cuda"] = torch.cuda.get_rng_state()
     return state
 
 
-def set_rng_state(state: dict) -> None:
-    """Inverse of :func:`rng_state`."""
+def derived_seed(seed: int, iteration: int, rank: int) -> int:
+    """A 63-bit seed that depends only on (run seed, iteration, rank)."""
+    return int(np.random.SeedSequence([seed, iteration, rank]).generate_state(2, np.uint64)[0] >> np.uint64(1))
+
+
+def reseed(seed: int, iteration: int, rank: int) -> None:
+    """Seed torch (CPU and every CUDA device), numpy and Python from :func:`derived_seed`."""
+    derived = derived_seed(seed, iteration, rank)
+    torch.manual_seed(derived)
+    np.random.seed(derived % 2**32)
+    random.seed(derived)
+
+
+def set_rng_state(saved: dict, *, rank: int = 0, seed: int = 0, iteration: int = 0) -> bool:
+    """Restore this process's RNG states from a checkpoint's ``rng`` field; True if they were restored, False if
+    the checkpoint has no state for ``rank`` (a run resumed on more processes) and they were seeded from
+    (``seed``, ``iteration``, ``rank``) instead. CUDA: the saved state goes to this process's current device when
+    CUDA is available (of an older checkpoint's per-device list, the entry of that device's index, if any); where
+    the checkpoint has none, the device is seeded the same way. Without CUDA, CUDA states are ignored."""
+    states = saved["ranks"] if "ranks" in saved else [saved]
+    if rank >= len(states):
+        reseed(seed, iteration, rank)
+        return False
+    state = states[rank]
     torch.set_rng_state(state["torch"])
     n = state["numpy"]
     np.random.set_state((n["kind"], n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"],
                          n["cached_gaussian"]))
     p = state["python"]
     random.setstate((p["version"], tuple(p["internal"]), p["gauss_next"]))
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
+    if torch.cuda.is_available():
+        device = torch.cuda.current_device()
+        cuda = state.get("cuda")
+        if isinstance(cuda, (list, tuple)):  # older format: every device's state, indexed by device
+            cuda = cuda[device] if device < len(cuda) else None
+        if cuda is not None:
+            torch.cuda.set_rng_state(cuda, device)
+        else:
+            torch.cuda.manual_seed(derived_seed(seed, iteration, rank))
+    return True
 
 
 def load_weights(path: str | Path) -> dict[str, torch.Tensor]:

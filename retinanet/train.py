@@ -26,10 +26,12 @@ Weights are checked to be finite before every checkpoint and at the end, so no c
 Resume (``--resume auto``): model, optimizer, schedule, iteration, RNG states and the data stream position are
 restored from ``checkpoints/last.pt``; the data order and augmentation are a function of (seed, position)
 (:class:`retinanet.sampler.TrainBatchSampler`), so on CPU a killed and resumed run ends bitwise equal to an
-uninterrupted one. A finished run is reused when its identity (scientific config and input files,
-:mod:`retinanet.identity`) is unchanged, whatever its operational fields (data root, workers, checkpoint period...);
-another identity retrains, the old folder content moved to ``RUNDIR.previous`` and the changed fields logged
-(:func:`retinanet.run_record.decide`).
+uninterrupted one. The checkpoint holds every process's RNG states, so a run also resumes on another number of
+processes (a rank without a saved state is seeded from (seed, iteration, rank)).
+
+A finished run is reused when its identity (scientific config and input files, :mod:`retinanet.identity`) is
+unchanged, whatever its operational fields (data root, workers, checkpoint period...); another identity retrains,
+the old folder content moved to ``RUNDIR.previous`` and the changed fields logged (:func:`retinanet.run_record.decide`).
 """
 
 from __future__ import annotations
@@ -154,7 +156,10 @@ def _train(cfg: RunConfig, out: Path, resume: bool, info: distributed.DistInfo, 
         if state.get("scaler"):  # fp16 runs; a disabled scaler's state is empty
             scaler.load_state_dict(state["scaler"])
         start_iter, wall_before = int(state["iteration"]), float(state["wall_s"])
-        checkpoint.set_rng_state(state["rng"])
+        if not checkpoint.set_rng_state(state["rng"], rank=info.rank, seed=cfg.seed, iteration=start_iter):
+            writers = len(state["rng"].get("ranks", [0]))
+            print(f"train: rank {info.rank}: {out / LAST} was written by {writers} processes and holds no RNG "
+                  f"state for this one; seeded from (seed, iteration, rank)", file=sys.stderr)
 
     if info.is_main:
         atomic.write_text(out / CONFIG, yaml.safe_dump(to_dict(cfg), sort_keys=False))
@@ -224,8 +229,9 @@ def _train(cfg: RunConfig, out: Path, resume: bool, info: distributed.DistInfo, 
             if not _params_finite(model):  # never checkpoint non-finite weights
                 status, stop_iter = "diverged", done
                 break
+            rng = distributed.all_gather_object(checkpoint.rng_state())  # every rank's, so any world size resumes
             if info.is_main:
-                _save_state(out / LAST, model, optimizer, schedule, scaler, done, cfg,
+                _save_state(out / LAST, model, optimizer, schedule, scaler, done, cfg, rng,
                             wall_before + time.perf_counter() - t_start)
     bar.close()
 
@@ -281,10 +287,11 @@ def to_device(images: torch.Tensor, targets: list[dict[str, torch.Tensor]], devi
 
 def _save_state(path: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
                 schedule: WarmupMultiStepSchedule, scaler: torch.amp.GradScaler, iteration: int, cfg: RunConfig,
-                wall_s: float) -> None:
+                rng: list[dict], wall_s: float) -> None:
+    """The training state at ``iteration``; ``rng``: every rank's RNG states (:func:`checkpoint.rng_state`)."""
     checkpoint.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
                      "schedule": schedule.state_dict(), "scaler": scaler.state_dict(), "iteration": iteration,
-                     "rng": checkpoint.rng_state(),
+                     "rng": {"ranks": rng},
                      "config": to_dict(cfg), "wall_s": wall_s}, path)
 
 

@@ -118,3 +118,73 @@ def test_rng_state_round_trip():
     checkpoint.set_rng_state(state)
     second = (torch.rand(3), np.random.rand(3), random.random())
     assert torch.equal(first[0], second[0]) and np.array_equal(first[1], second[1]) and first[2] == second[2]
+
+
+def _fake_cuda(monkeypatch: pytest.MonkeyPatch, devices: int, current: int = 0) -> tuple[dict, list]:
+    """torch.cuda as a process that sees ``devices`` GPUs (current: ``current``): the CUDA RNG states set, by
+    device, and the CUDA seeds set. A device index past the last one fails, as it does on a real machine."""
+    states: dict[int, torch.Tensor] = {}
+    seeds: list[int] = []
+
+    def set_rng_state(state: torch.Tensor, device: int | str = "cuda") -> None:
+        index = device if isinstance(device, int) else current
+        if index >= devices:
+            raise IndexError(f"invalid device ordinal {index} (this machine has {devices})")
+        states[index] = state
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: devices > 0)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: devices)
+    monkeypatch.setattr(torch.cuda, "current_device", lambda: current)
+    monkeypatch.setattr(torch.cuda, "set_rng_state", set_rng_state)
+    monkeypatch.setattr(torch.cuda, "set_rng_state_all",  # torch's own loop over the saved states
+                        lambda all_states: [set_rng_state(s, i) for i, s in enumerate(all_states)])
+    monkeypatch.setattr(torch.cuda, "manual_seed", seeds.append)
+    monkeypatch.setattr(torch.cuda, "manual_seed_all", seeds.append)
+    return states, seeds
+
+
+def _cpu_state_with_cuda(cuda) -> dict:
+    state = checkpoint.rng_state()
+    state["cuda"] = cuda
+    return state
+
+
+GPU_STATES = [torch.full((16,), i, dtype=torch.uint8) for i in range(4)]
+"""Stand-ins for the CUDA RNG states of 4 GPUs."""
+
+
+def test_a_checkpoint_of_four_gpus_restores_on_two(monkeypatch):
+    """Older checkpoints hold rank 0's state with every GPU's CUDA state (torch.cuda.get_rng_state_all); restoring
+    one on 2 GPUs used to fail on device 2. Now each process takes its own device's entry."""
+    torch.manual_seed(5)
+    legacy = _cpu_state_with_cuda(GPU_STATES)
+    expected = torch.rand(3)
+    states, _ = _fake_cuda(monkeypatch, devices=2, current=1)
+    assert checkpoint.set_rng_state(legacy, rank=0, seed=0, iteration=10)
+    assert torch.equal(torch.rand(3), expected)  # the CPU generator is restored
+    assert list(states) == [1] and torch.equal(states[1], GPU_STATES[1])
+
+
+def test_per_rank_states_restore_on_fewer_processes_and_seed_the_missing_ranks(monkeypatch):
+    """A checkpoint of 4 processes (one CUDA state each): on 2 processes each rank takes its own; on 8, ranks
+    4-7 are seeded from (seed, iteration, rank): reproducibly, and differently per rank."""
+    saved = {"ranks": [_cpu_state_with_cuda(GPU_STATES[r]) for r in range(4)]}
+    states, _ = _fake_cuda(monkeypatch, devices=2, current=1)
+    assert checkpoint.set_rng_state(saved, rank=1, seed=0, iteration=10)
+    assert torch.equal(states[1], GPU_STATES[1])
+
+    def draws(rank: int) -> tuple:
+        _, seeds = _fake_cuda(monkeypatch, devices=8, current=rank)
+        assert not checkpoint.set_rng_state(saved, rank=rank, seed=3, iteration=10)
+        assert seeds and seeds[-1] == checkpoint.derived_seed(3, 10, rank)
+        return torch.rand(2), np.random.rand(2), random.random()
+
+    a, b, c = draws(5), draws(5), draws(6)
+    assert torch.equal(a[0], b[0]) and np.array_equal(a[1], b[1]) and a[2] == b[2]
+    assert not torch.equal(a[0], c[0])
+
+
+def test_cuda_states_are_ignored_without_cuda(monkeypatch):
+    saved = {"ranks": [_cpu_state_with_cuda(GPU_STATES[r]) for r in range(4)]}
+    states, seeds = _fake_cuda(monkeypatch, devices=0)
+    assert checkpoint.set_rng_state(saved, rank=2) and not states and not seeds

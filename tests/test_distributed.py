@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -56,6 +58,38 @@ def test_two_gloo_processes_match_one_process_with_accumulation(tmp_path):
     fresh = build_model(cfg).state_dict()
     moved = sum(not torch.equal(fresh[k], b[k]) for k in b if b[k].is_floating_point())
     assert moved > 0
+
+
+def test_a_run_checkpointed_by_two_processes_resumes_on_one(tmp_path):
+    """A run killed after a checkpoint of its 2 gloo processes resumes in 1 process (2 accumulation steps, rank 0's
+    RNG state) and ends where an uninterrupted 1-process run ends (to DDP's rounding, as above)."""
+    write_coco(tmp_path / "data", num_images=6, seed=4)
+    cfg = tiny_config(tmp_path / "data", {"solver": {"batch_size": 4, "reference_batch": 4, "iterations": 10,
+                                                     "checkpoint_period": 2, "log_period": 1}})
+    config_file, run = tmp_path / "run.yaml", tmp_path / "run"
+    dump(cfg, config_file)
+    last = run / "checkpoints" / "last.pt"
+    with open(tmp_path / "ddp.log", "w") as log:
+        proc = subprocess.Popen([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node",
+                                 "2", "-m", "retinanet", "train", "--config", str(config_file), "--out", str(run),
+                                 "--resume", "auto"], cwd=REPO, env={**os.environ, "OMP_NUM_THREADS": "1"},
+                                stdout=log, stderr=log, start_new_session=True)
+        deadline = time.monotonic() + 300
+        while not last.exists() and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.005)
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+    state = checkpoint.load(last)
+    assert len(state["rng"]["ranks"]) == 2 and 0 < state["iteration"] < 10, (tmp_path / "ddp.log").read_text()
+
+    result = train(cfg, run, resume=True)
+    assert result["status"] == "completed" and result["batch"]["world_size"] == 1
+    assert json.loads((run / "provenance.json").read_text())["resumed_from"] == state["iteration"]
+    train(cfg, tmp_path / "single")
+    a = checkpoint.load(run / "model_final.pt")["model"]
+    b = checkpoint.load(tmp_path / "single" / "model_final.pt")["model"]
+    for key in a:
+        assert torch.allclose(a[key], b[key], rtol=1e-4, atol=1e-6), key
 
 
 def test_resolve_device():
