@@ -10,6 +10,7 @@ RUNDIR after a run::
                            states), kept only while the run is unfinished (deleted once a completed run has its
                            model_final.pt)
     model_final.pt         the trained weights (completed runs only)
+    job.lock               held by the training job's rank 0 while it runs (retinanet.run_lock)
     run.json               the run's identity (retinanet.identity) and, once finished, a copy of its result
     result.json            written last: {"status": "completed" | "diverged", "iteration", "wall_s", "batch", ...}
 
@@ -50,7 +51,7 @@ import torch
 import yaml
 from tqdm import tqdm
 
-from retinanet import atomic, checkpoint, distributed, identity, provenance, run_record
+from retinanet import atomic, checkpoint, distributed, identity, provenance, run_lock, run_record
 from retinanet.config import ConfigError, RunConfig, load, to_dict
 from retinanet.data import build_dataset, build_train_loader, check_num_classes, check_train_images
 from retinanet.model import build_model
@@ -108,10 +109,12 @@ def _truncate_log(path: Path, iteration: int) -> None:
 
 
 def train(cfg: RunConfig, out_dir: str | Path, *, resume: bool = False) -> dict[str, Any]:
-    """Train one run into ``out_dir``; return the content of ``result.json``. Joins a torchrun job if present."""
+    """Train one run into ``out_dir``; return the content of ``result.json``. Joins a torchrun job if present.
+    Rank 0 holds the run folder's lock throughout (:mod:`retinanet.run_lock`: a second job there is refused)."""
     info, device = distributed.init(cfg.device)
     try:
-        return _train(cfg, Path(out_dir), resume, info, device)
+        with run_lock.hold(Path(out_dir)) if info.is_main else contextlib.nullcontext():
+            return _train(cfg, Path(out_dir), resume, info, device)
     finally:
         distributed.shutdown()
 
@@ -259,7 +262,8 @@ def _prepare(out: Path, cfg: RunConfig, ident: dict, resume: bool) -> run_record
     and today's config (operational fields such as the data root, which evaluation reads from the folder)."""
     out.mkdir(parents=True, exist_ok=True)
     if resume:
-        decision = run_record.decide(out, ident, final=FINAL, checkpoint=LAST, config=CONFIG, result=RESULT)
+        decision = run_record.decide(out, ident, final=FINAL, checkpoint=LAST, config=CONFIG, result=RESULT,
+                                     keep=(run_lock.LOCK,))
     else:
         decision = run_record.Decision("fresh", f"training {out} from scratch (--resume no)")
     print(f"train: {decision.message}", file=sys.stderr, flush=True)

@@ -115,6 +115,7 @@ def test_sigkill_then_resume_is_bitwise_equal_to_an_uninterrupted_run(tmp_path):
     assert train(other, tmp_path / "other", resume=True)["iteration"] == 2
     assert json.loads((tmp_path / "other" / "provenance.json").read_text())["resumed_from"] == 0
     assert checkpoint.load(tmp_path / "other.previous" / "checkpoints" / "last.pt")["iteration"] == stopped_at
+    assert not (tmp_path / "other.previous" / "job.lock").exists()  # the lock stays with the folder's job
     assert checkpoint.load(last)["iteration"] == stopped_at and not (killed / "result.json").exists()
 
     result = train(load(config_file), killed, resume=True)
