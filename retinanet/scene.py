@@ -1,13 +1,19 @@
 """One image of the embedded dataset: its classes and look-alike distractors, their sizes, placement and drawing.
 
 :func:`render_image` draws an image from a :class:`DatasetSpec` and a random generator: a smooth, striped or noisy
-background, 0 to ``max_objects`` annotated shapes of :data:`CLASSES` (sizes drawn in COCO's small / medium / large
-buckets scaled to the image, :func:`area_thresholds`), unannotated :data:`DISTRACTORS`, random strokes and pixel
-noise. :mod:`retinanet.synthetic` writes such images as a COCO dataset.
+background, ``min_objects`` to ``max_objects`` annotated objects of ``num_classes`` classes (sizes drawn in COCO's
+small / medium / large buckets scaled to the image, :func:`area_thresholds`), unannotated :data:`DISTRACTORS`, random
+strokes and pixel noise. :mod:`retinanet.synthetic` writes such images as a COCO dataset.
+
+Classes (:func:`class_names`): up to 6 they are the shapes of :data:`CLASSES`, in any colour. Above 6 (up to
+:data:`MAX_CLASSES`, COCO's 80) a class is a shape *and* a colour family: class ``k`` (0-based) is shape
+``CLASSES[k % 6]`` in hue family ``k // 6`` of ``ceil(K / 6)`` families that split the hue circle evenly
+(:func:`family_colour`), so that K classes stay visually distinct at 128 px; distractors keep any colour.
 """
 
 from __future__ import annotations
 
+import colorsys
 import math
 from dataclasses import dataclass
 
@@ -17,7 +23,18 @@ from PIL import Image, ImageDraw
 from retinanet.config import ConfigError
 
 CLASSES: tuple[str, ...] = ("circle", "ring", "square", "triangle", "cross", "star")
-"""Object classes; category id = index + 1."""
+"""The class shapes; with up to 6 classes, category id = index + 1 (:func:`class_names`)."""
+
+MAX_CLASSES = 80
+"""At most COCO's 80 classes: 6 shapes x 14 hue families hold 84."""
+
+FAMILY_HUE_SPREAD = 0.5
+"""A hue family draws its hue from the middle ``FAMILY_HUE_SPREAD`` of its sector of the hue circle, so two
+neighbouring families keep a gap of half a sector (13 degrees at 14 families)."""
+FAMILY_SATURATION = (0.6, 1.0)
+"""Range of a family colour's HSV saturation: vivid enough that the hue is well defined."""
+FAMILY_VALUE = (0.65, 1.0)
+"""Range of a family colour's HSV value (brightness): darker textures (x 0.45-0.8) still show the hue."""
 
 DISTRACTORS: tuple[str, ...] = ("half-disk", "arc", "hexagon", "tee", "four-star", "trapezoid")
 """Unannotated shapes, each close to a class (half disk ~ circle, arc ~ ring, hexagon ~ circle/square, tee ~ cross,
@@ -39,7 +56,8 @@ class DatasetSpec:
     image_size: int = 128
     """Side of the square images (px)."""
     max_objects: int = 6
-    """Annotated objects per image: uniform in [1, max_objects] (fewer if they do not fit without overlap)."""
+    """Annotated objects per image: uniform in [min_objects, max_objects] (fewer if they do not fit without
+    overlap)."""
     empty_fraction: float = 0.02
     """Fraction of images with no annotated object (distractors only)."""
     scale_mix: tuple[float, float, float] = (0.3, 0.4, 0.3)
@@ -64,12 +82,18 @@ class DatasetSpec:
     """Per-image range of the Gaussian pixel noise's standard deviation (0-255 scale)."""
     min_contrast: float = 80.0
     """Minimum RGB distance between a shape's colour and the background under it (0-255 scale)."""
+    num_classes: int = len(CLASSES)
+    """K, the number of object classes (:func:`class_names`), 1 to :data:`MAX_CLASSES`."""
+    min_objects: int = 1
+    """The fewest annotated objects of an image that is not empty (:attr:`empty_fraction`)."""
 
     def validate(self) -> None:
         """Raise :class:`ConfigError` naming the first field out of range."""
         checks = {
             "image_size": self.image_size >= 32,
-            "max_objects": self.max_objects >= 1,
+            "max_objects": self.max_objects >= max(self.min_objects, 1),
+            "min_objects": self.min_objects >= 0,
+            "num_classes": 1 <= self.num_classes <= MAX_CLASSES,
             "empty_fraction": 0.0 <= self.empty_fraction <= 1.0,
             "scale_mix": len(self.scale_mix) == 3 and min(self.scale_mix) >= 0 and sum(self.scale_mix) > 0,
             "zoom": self.zoom > 0.0,
@@ -102,6 +126,54 @@ def scale_bucket(area: float, image_size: int, zoom: float = 1.0) -> str:
     """``small``, ``medium`` or ``large`` for a box of ``area`` px^2 (pycocotools' inclusive limits)."""
     small, medium = area_thresholds(image_size, zoom)
     return "small" if area <= small else "medium" if area <= medium else "large"
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Classes: shapes, and above 6 classes shape x hue family
+
+
+def num_families(num_classes: int) -> int:
+    """Hue families of a K-class dataset: 0 up to 6 classes (shape only, any colour), else ceil(K / 6)."""
+    return 0 if num_classes <= len(CLASSES) else math.ceil(num_classes / len(CLASSES))
+
+
+def class_family(label: int, num_classes: int) -> int | None:
+    """Hue family of class ``label`` (0-based), None when the classes are shapes only."""
+    return label // len(CLASSES) if num_families(num_classes) else None
+
+
+def family_hue(family: int, num_classes: int) -> float:
+    """Centre of a hue family's sector, in degrees: families split the hue circle evenly, family 0 at red (0)."""
+    return 360.0 * family / num_families(num_classes)
+
+
+def class_names(num_classes: int = len(CLASSES)) -> tuple[str, ...]:
+    """Category names, id = index + 1: the shapes up to 6 classes, else ``<shape>-h<hue>`` (``circle-h000``,
+    ``ring-h000``, ..., ``circle-h026``: shape and its family's centre hue in degrees)."""
+    if not num_families(num_classes):
+        return CLASSES[:num_classes]
+    return tuple(f"{CLASSES[k % len(CLASSES)]}-h{round(family_hue(k // len(CLASSES), num_classes)):03d}"
+                 for k in range(num_classes))
+
+
+def family_colour(rng: np.random.Generator, family: int, num_classes: int, under: np.ndarray,
+                  min_contrast: float) -> np.ndarray:
+    """An RGB colour (0-255) of a hue family, at least ``min_contrast`` from ``under`` (the farthest of 8 draws
+    otherwise, as :func:`_colour`): hue within :data:`FAMILY_HUE_SPREAD` of the family's sector around its centre,
+    saturation and value in :data:`FAMILY_SATURATION` and :data:`FAMILY_VALUE`."""
+    half = 0.5 * FAMILY_HUE_SPREAD * 360.0 / num_families(num_classes)
+    centre = family_hue(family, num_classes)
+    best, best_d = under, -1.0
+    for _ in range(8):
+        hue = (centre + rng.uniform(-half, half)) % 360.0
+        c = 255.0 * np.asarray(colorsys.hsv_to_rgb(hue / 360.0, rng.uniform(*FAMILY_SATURATION),
+                                                   rng.uniform(*FAMILY_VALUE)))
+        d = float(np.linalg.norm(c - under))
+        if d >= min_contrast:
+            return c
+        if d > best_d:
+            best, best_d = c, d
+    return best
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -280,11 +352,17 @@ def _colour(rng: np.random.Generator, under: np.ndarray, min_contrast: float) ->
     return best
 
 
-def _paint(img: np.ndarray, rng: np.random.Generator, polys: list, box: np.ndarray, spec: DatasetSpec) -> None:
+def _paint(img: np.ndarray, rng: np.random.Generator, polys: list, box: np.ndarray, spec: DatasetSpec,
+           family: int | None = None) -> None:
+    """Draw a shape with a textured fill: any colour, or one of hue ``family`` (:func:`family_colour`)."""
     (x0, y0), alpha = _rasterize(polys, box, spec.image_size)
     h, w = alpha.shape
     region = img[y0 : y0 + h, x0 : x0 + w]
-    colour = _colour(rng, region.reshape(-1, 3).mean(axis=0), spec.min_contrast)
+    under = region.reshape(-1, 3).mean(axis=0)
+    if family is None:
+        colour = _colour(rng, under, spec.min_contrast)
+    else:
+        colour = family_colour(rng, family, spec.num_classes, under, spec.min_contrast)
     a = alpha[..., None]
     region[...] = region * (1 - a) + _fill(rng, colour, h, w) * a
 
@@ -315,18 +393,18 @@ def _object_side(rng: np.random.Generator, spec: DatasetSpec) -> float:
 def render_image(rng: np.random.Generator, spec: DatasetSpec) -> tuple[np.ndarray, list[dict]]:
     """Draw one image.
 
-    Returns the image uint8 [S, S, 3] and its M objects as dicts {"category_id": int in 1..len(CLASSES),
+    Returns the image uint8 [S, S, 3] and its M objects as dicts {"category_id": int in 1..K (``num_classes``),
     "bbox": [x0, y0, x1, y1] float px, inside the image}.
     """
     size = spec.image_size
     img = _background(rng, size)
-    n_obj = 0 if rng.random() < spec.empty_fraction else int(rng.integers(1, spec.max_objects + 1))
+    n_obj = 0 if rng.random() < spec.empty_fraction else int(rng.integers(spec.min_objects, spec.max_objects + 1))
     n_dis = int(rng.integers(0, spec.max_distractors + 1))
     items: list[tuple[int | None, list, np.ndarray]] = []  # (category id or None for a distractor, polys, box)
     for k in range(n_obj + n_dis):
         if k < n_obj:
-            cat: int | None = int(rng.integers(len(CLASSES))) + 1
-            name, side = CLASSES[cat - 1], _object_side(rng, spec)
+            cat: int | None = int(rng.integers(spec.num_classes)) + 1
+            name, side = CLASSES[(cat - 1) % len(CLASSES)], _object_side(rng, spec)
         else:
             cat, name = None, DISTRACTORS[int(rng.integers(len(DISTRACTORS)))]
             side = _object_side(rng, spec)
@@ -336,7 +414,9 @@ def render_image(rng: np.random.Generator, spec: DatasetSpec) -> tuple[np.ndarra
                 items.append((cat, polys, box))
                 break
     for i in rng.permutation(len(items)):  # objects and distractors occlude each other in random order
-        _paint(img, rng, items[i][1], items[i][2], spec)
+        category = items[i][0]
+        family = None if category is None else class_family(category - 1, spec.num_classes)
+        _paint(img, rng, items[i][1], items[i][2], spec, family)
     _strokes(img, rng, int(rng.integers(0, spec.max_strokes + 1)))
     img += rng.normal(0, rng.uniform(*spec.noise_sigma), size=img.shape)
     objects = [{"category_id": cat, "bbox": box.tolist()} for cat, _, box in items if cat is not None]

@@ -7,7 +7,8 @@ It stands in for COCO at the ``mini`` and ``smoke`` scales (no download) and goe
   the pyramid;
 - objects at several scales: each object is drawn in COCO's small / medium / large bucket (32^2 and 96^2 px on a
   ~640x480 COCO image), the limits scaled by image area to this image size (:func:`area_thresholds`);
-- several classes (:data:`CLASSES`), each with random rotation, aspect ratio, colour and texture;
+- K classes (:func:`class_names`): the 6 shapes of :data:`CLASSES` in any colour, or for K > 6 (up to COCO's 80)
+  shape x hue family, each with random rotation, aspect ratio, colour (within its family) and texture;
 - clutter and hard negatives: unannotated shapes that resemble the classes (:data:`DISTRACTORS`: a half disk next
   to the circle, an open arc next to the ring, a T next to the cross, ...), random strokes, smooth background
   colour fields and pixel noise.
@@ -37,11 +38,25 @@ from PIL import Image, ImageDraw
 
 from retinanet.atomic import write_text
 from retinanet.config import ConfigError
-from retinanet.scene import CLASSES, DISTRACTORS, DatasetSpec, area_thresholds, render_image, scale_bucket
+from retinanet.scene import (
+    CLASSES,
+    DISTRACTORS,
+    MAX_CLASSES,
+    DatasetSpec,
+    area_thresholds,
+    class_names,
+    num_families,
+    render_image,
+    scale_bucket,
+)
 
-__all__ = ["CLASSES", "DISTRACTORS", "DatasetSpec", "area_thresholds", "generate", "make_dataset", "preview",
-           "render_image", "scale_bucket", "scale_counts"]
+__all__ = ["CLASSES", "DISTRACTORS", "MAX_CLASSES", "DatasetSpec", "area_thresholds", "categories", "class_names",
+           "generate", "make_dataset", "preview", "render_image", "scale_bucket", "scale_counts", "spec_record"]
 _PNG_COMPRESS_LEVEL = 1
+
+RECORDED_IF_CHANGED = ("num_classes", "min_objects")
+"""Spec fields added after the committed ``mini`` dataset: ``info.spec`` holds them only when they differ from their
+defaults, so a dataset of the default settings keeps exactly the bytes it had (results/mini stay reproducible)."""
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -54,6 +69,25 @@ def _image_rng(seed: int, split: str, index: int) -> np.random.Generator:
 
 def _write_png(path: Path, array: np.ndarray) -> None:
     Image.fromarray(array, mode="RGB").save(path, format="PNG", compress_level=_PNG_COMPRESS_LEVEL, optimize=False)
+
+
+def spec_record(spec: DatasetSpec) -> dict:
+    """``info.spec`` of the annotation files: every generator setting (:data:`RECORDED_IF_CHANGED` only where it
+    differs from its default)."""
+    record = dataclasses.asdict(spec)
+    for name in RECORDED_IF_CHANGED:
+        if record[name] == getattr(DatasetSpec, name):
+            del record[name]
+    return record
+
+
+def categories(num_classes: int) -> list[dict]:
+    """COCO ``categories``: id 1..K, ``name`` (:func:`class_names`) and ``supercategory``: ``shape`` for the 6
+    shape classes, the shape's name where the classes are shape x hue family."""
+    names = class_names(num_classes)
+    if not num_families(num_classes):
+        return [{"id": i + 1, "name": n, "supercategory": "shape"} for i, n in enumerate(names)]
+    return [{"id": i + 1, "name": n, "supercategory": n.split("-")[0]} for i, n in enumerate(names)]
 
 
 def scale_counts(coco: dict) -> dict[str, int]:
@@ -79,7 +113,7 @@ def generate(
     ``image_size`` overrides ``spec.image_size``. Image ``i`` depends only on (seed, split, i), so a larger
     ``num_images`` extends a split without changing its first images. Returns the COCO dict that was written:
     images (id 1..N, file_name, width, height), annotations (id, image_id, category_id, bbox [x, y, w, h], area = w*h,
-    iscrowd 0), categories (id 1..K, name, supercategory "shape") and info (generator settings and scale split).
+    iscrowd 0), categories (:func:`categories`) and info (generator settings, :func:`spec_record`, and scale split).
     """
     spec = spec or DatasetSpec()
     if image_size is not None:
@@ -112,13 +146,13 @@ def generate(
             "split": split,
             "seed": seed,
             "image_size": size,
-            "spec": dataclasses.asdict(spec),
+            "spec": spec_record(spec),
             "area_thresholds": list(area_thresholds(size, spec.zoom)),
         },
         "licenses": [],
         "images": images,
         "annotations": annotations,
-        "categories": [{"id": i + 1, "name": n, "supercategory": "shape"} for i, n in enumerate(CLASSES)],
+        "categories": categories(spec.num_classes),
     }
     coco["info"]["scale_split"] = scale_counts(coco)
     path = out_dir / "annotations" / f"instances_{split}.json"
@@ -204,8 +238,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=0, help="generator seed (same seed, same bytes)")
     parser.add_argument("--train", type=int, required=True, help="number of training images")
     parser.add_argument("--val", type=int, required=True, help="number of validation images")
-    parser.add_argument("--size", type=int, default=DatasetSpec.image_size, help="image side in pixels")
-    parser.add_argument("--max-objects", type=int, default=DatasetSpec.max_objects, help="objects per image, at most")
+    parser.add_argument("--size", "--image-size", dest="size", type=int, default=DatasetSpec.image_size,
+                        help="image side in pixels (the canvas)")
+    parser.add_argument("--classes", type=int, default=DatasetSpec.num_classes,
+                        help=f"K object classes, 1 to {MAX_CLASSES}: up to {len(CLASSES)} the shapes, above it "
+                             "shape x hue family (docs/dataset.md)")
+    parser.add_argument("--objects", type=int, nargs=2, metavar=("MIN", "MAX"),
+                        default=(DatasetSpec.min_objects, DatasetSpec.max_objects),
+                        help="annotated objects per non-empty image, uniform in [MIN, MAX]")
+    parser.add_argument("--max-objects", type=int, default=None, help="objects per image, at most (= --objects 1 N)")
     parser.add_argument("--scale-mix", type=float, nargs=3, metavar=("SMALL", "MEDIUM", "LARGE"),
                         default=DatasetSpec.scale_mix, help="probability of each COCO scale bucket")
     parser.add_argument("--zoom", type=float, default=DatasetSpec.zoom,
@@ -218,8 +259,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def main(args: argparse.Namespace) -> int:
     """Run ``make-dataset``: write the dataset and print one summary line per split."""
-    spec = DatasetSpec(image_size=args.size, max_objects=args.max_objects, scale_mix=tuple(args.scale_mix),
-                       zoom=args.zoom, min_small_side=args.min_small_side)
+    min_objects, max_objects = args.objects
+    if args.max_objects is not None:
+        max_objects = args.max_objects
+    spec = DatasetSpec(image_size=args.size, max_objects=max_objects, scale_mix=tuple(args.scale_mix),
+                       zoom=args.zoom, min_small_side=args.min_small_side, num_classes=args.classes,
+                       min_objects=min_objects)
     result = make_dataset(args.out, seed=args.seed, splits={"train": args.train, "val": args.val}, spec=spec,
                           overwrite=args.overwrite)
     for split, coco in result.items():

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import colorsys
+import hashlib
 import json
 import math
 from pathlib import Path
@@ -13,7 +15,15 @@ from pycocotools.coco import COCO
 
 from retinanet import scene, synthetic
 from retinanet.config import ConfigError
-from retinanet.synthetic import CLASSES, DISTRACTORS, DatasetSpec, area_thresholds, generate, make_dataset
+from retinanet.synthetic import (
+    CLASSES,
+    DISTRACTORS,
+    DatasetSpec,
+    area_thresholds,
+    class_names,
+    generate,
+    make_dataset,
+)
 
 
 def _tree_bytes(root: Path) -> dict[str, bytes]:
@@ -164,3 +174,111 @@ def test_cli_writes_dataset_and_reports_the_scale_split(tmp_path: Path, capsys: 
     assert lines[1].startswith("val: 2 images, ")
     assert len(list((out / "val").glob("*.png"))) == 2
     assert (tmp_path / "grid.png").stat().st_size > 0
+
+
+# ----- K classes (shape x hue family), objects per image, canvas ----------------------------------------------------
+
+TODAY = {  # sha256 of every file's path and bytes, computed before --classes/--objects existed (numpy/Pillow pinned)
+    "defaults": "6a922fdbc49aae06a740f934e569ba54e3608096ec1cd39fe4ff796c72eda316",
+    "mini": "f65eaf9a830fb71a8d14e65cb1fa3802d778bce6cafb2ffb49f396020a00d091",
+}
+"""The default 6-class dataset's bytes before the K-class generator: seed 0, DatasetSpec() with 8 train + 4 val images
+("defaults"), and mini's settings (128 px, zoom 2, min-small-side .65) with 12 + 4 ("mini"). The whole mini dataset
+(2000 + 500) hashed 1d1267df5f109d706b4d226689bf3e17c0e63b430a2358cbccbb88fb1eb008fa before and after."""
+
+
+def _tree_hash(root: Path) -> str:
+    digest = hashlib.sha256()
+    for name, data in _tree_bytes(root).items():
+        digest.update(name.encode() + b"\0" + data)
+    return digest.hexdigest()
+
+
+def test_default_settings_generate_todays_dataset_byte_for_byte(tmp_path: Path) -> None:
+    make_dataset(tmp_path / "defaults", seed=0, splits={"train": 8, "val": 4}, spec=DatasetSpec())
+    assert _tree_hash(tmp_path / "defaults") == TODAY["defaults"]
+    parser = argparse.ArgumentParser()
+    synthetic.add_command(parser.add_subparsers())
+    args = parser.parse_args(["make-dataset", "--out", str(tmp_path / "mini"), "--seed", "0", "--train", "12",
+                              "--val", "4", "--size", "128", "--zoom", "2", "--min-small-side", "0.65"])
+    assert args.func(args) == 0  # the study's make_dataset rule goes through the CLI and its defaults
+    assert _tree_hash(tmp_path / "mini") == TODAY["mini"]
+    info = json.loads((tmp_path / "mini" / "annotations" / "instances_train.json").read_text())["info"]
+    assert "num_classes" not in info["spec"] and "min_objects" not in info["spec"]
+
+
+def test_eighty_classes_write_valid_coco_with_shape_x_family_categories(tmp_path: Path) -> None:
+    spec = DatasetSpec(image_size=96, num_classes=80, min_objects=4, max_objects=6, empty_fraction=0.0)
+    make_dataset(tmp_path / "a", seed=1, splits={"train": 12, "val": 3}, spec=spec)
+    make_dataset(tmp_path / "b", seed=1, splits={"train": 12, "val": 3}, spec=spec)
+    assert _tree_bytes(tmp_path / "a") == _tree_bytes(tmp_path / "b")  # deterministic at K = 80 too
+    path = tmp_path / "a" / "annotations" / "instances_train.json"
+    coco, raw = COCO(str(path)), json.loads(path.read_text())
+    assert coco.getCatIds() == list(range(1, 81))
+    names = [c["name"] for c in raw["categories"]]
+    assert names == list(class_names(80)) and len(set(names)) == 80
+    assert names[:7] == ["circle-h000", "ring-h000", "square-h000", "triangle-h000", "cross-h000", "star-h000",
+                         "circle-h026"] and names[-1] == "ring-h334"
+    assert all(c["supercategory"] == c["name"].split("-")[0] in CLASSES for c in raw["categories"])
+    assert {a["category_id"] for a in raw["annotations"]} <= set(range(1, 81))
+    assert len({a["category_id"] for a in raw["annotations"]}) > 30  # drawn uniformly over the 80
+    assert raw["info"]["spec"]["num_classes"] == 80 and raw["info"]["spec"]["min_objects"] == 4
+    per_image = np.bincount([a["image_id"] for a in raw["annotations"]], minlength=13)[1:]
+    assert per_image.max() <= 6 and np.mean(per_image) > 4  # 4-6 asked; a crowded image may fit fewer
+
+
+def test_up_to_six_classes_are_the_first_shapes_in_any_colour(tmp_path: Path) -> None:
+    assert class_names(6) == CLASSES and class_names(3) == CLASSES[:3]
+    coco = generate(tmp_path, seed=0, num_images=10, image_size=64, spec=DatasetSpec(num_classes=3))
+    assert [c["name"] for c in coco["categories"]] == ["circle", "ring", "square"]
+    assert {a["category_id"] for a in coco["annotations"]} <= {1, 2, 3}
+    assert all(c["supercategory"] == "shape" for c in coco["categories"])
+
+
+@pytest.mark.parametrize("num_classes", [7, 18, 80])
+def test_a_family_colour_keeps_its_hue_sector(num_classes: int) -> None:
+    families = scene.num_families(num_classes)
+    assert families == math.ceil(num_classes / 6)
+    rng = np.random.default_rng(0)
+    grey = np.array([128.0, 128.0, 128.0])
+    for family in range(families):
+        centre = scene.family_hue(family, num_classes)
+        for _ in range(20):
+            rgb = scene.family_colour(rng, family, num_classes, grey, min_contrast=0.0) / 255.0
+            h, s, v = colorsys.rgb_to_hsv(*rgb)
+            off = (360.0 * h - centre + 180.0) % 360.0 - 180.0
+            # within the middle half of the sector: a gap of half a sector to the next family
+            assert abs(off) <= 90.0 / families + 1e-6
+            assert scene.FAMILY_SATURATION[0] - 1e-9 <= s and scene.FAMILY_VALUE[0] - 1e-9 <= v
+
+
+def test_objects_per_image_follow_min_and_max(tmp_path: Path) -> None:
+    one = generate(tmp_path / "one", seed=0, num_images=40, image_size=64,
+                   spec=DatasetSpec(min_objects=1, max_objects=1))
+    per_image = np.bincount([a["image_id"] for a in one["annotations"]], minlength=41)[1:]
+    assert per_image.max() == 1 and per_image.sum() >= 0.9 * 40  # 2% empty images, as the default
+    some_empty = generate(tmp_path / "zero", seed=0, num_images=40, image_size=64,
+                          spec=DatasetSpec(min_objects=0, max_objects=1, empty_fraction=0.0))
+    counts = np.bincount([a["image_id"] for a in some_empty["annotations"]], minlength=41)[1:]
+    assert counts.max() == 1 and 5 < (counts == 0).sum() < 35
+
+
+@pytest.mark.parametrize(("field", "value", "message"), [
+    ("num_classes", 81, "num_classes = 81"), ("num_classes", 0, "num_classes = 0"),
+    ("min_objects", 7, "max_objects = 6"), ("min_objects", -1, "min_objects = -1"),
+])
+def test_bad_class_and_object_counts_name_the_field(tmp_path: Path, field: str, value: int, message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        generate(tmp_path, seed=0, num_images=1, spec=DatasetSpec(**{field: value}))
+
+
+def test_cli_sets_classes_objects_and_canvas(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    parser = argparse.ArgumentParser()
+    synthetic.add_command(parser.add_subparsers())
+    args = parser.parse_args(["make-dataset", "--out", str(tmp_path / "ds"), "--train", "4", "--val", "1",
+                              "--classes", "20", "--objects", "2", "3", "--image-size", "96", "--zoom", "1.5"])
+    assert args.func(args) == 0
+    raw = json.loads((tmp_path / "ds" / "annotations" / "instances_train.json").read_text())
+    assert len(raw["categories"]) == 20 and raw["images"][0]["width"] == 96
+    assert {k: raw["info"]["spec"][k] for k in ("num_classes", "min_objects", "max_objects", "image_size", "zoom")} \
+        == {"num_classes": 20, "min_objects": 2, "max_objects": 3, "image_size": 96, "zoom": 1.5}
