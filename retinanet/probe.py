@@ -96,14 +96,17 @@ def build(cfg: RunConfig, device: torch.device, seed: int = 0) -> tuple[RetinaNe
 
 def train_step(model: RetinaNet, optimizer: torch.optim.Optimizer, cfg: RunConfig,
                device: torch.device) -> Callable[[Tensor, Targets], Tensor]:
-    """``step(images, targets) -> loss``: one SGD step at ``solver.base_lr`` (no schedule), as
-    ``retinanet.train`` takes it (precision with its loss scaling, channels-last, clipping); the returned loss is
-    detached. ``step.scaler`` is the step's :func:`retinanet.precision.grad_scaler`."""
+    """``step(images, targets) -> loss``: one SGD step as ``retinanet.train`` takes it (precision with its loss
+    scaling, channels-last, clipping), at the paper's lr per image without a schedule: ``solver.base_lr`` times
+    ``images / solver.reference_batch`` (the linear scaling rule, as :func:`retinanet.solver.plan_batch` scales
+    it for a smaller batch; 0.00125 for 2 images). The returned loss is detached. ``step.scaler`` is the step's
+    :func:`retinanet.precision.grad_scaler`."""
     scaler = grad_scaler(cfg.precision, device)
-    for group in optimizer.param_groups:
-        group["lr"] = cfg.solver.base_lr * group.get("lr_factor", 1.0)
 
     def step(images: Tensor, targets: Targets) -> Tensor:
+        lr = cfg.solver.base_lr * images.shape[0] / cfg.solver.reference_batch
+        for group in optimizer.param_groups:
+            group["lr"] = lr * group.get("lr_factor", 1.0)
         optimizer.zero_grad(set_to_none=True)
         if cfg.channels_last:
             images = images.contiguous(memory_format=torch.channels_last)
