@@ -3,7 +3,8 @@
 A :class:`retinanet.config.RunConfig` mixes two kinds of fields:
 
 - *operational* (:data:`OPERATIONAL_FIELDS`): where the data and the start weights live, data-loader workers, how
-  often to checkpoint and log, the device and the CPU threads. They change the job, never the trained model (the
+  often to checkpoint and log, the device, the CPU threads and cuDNN's autotuning (``cudnn_benchmark``: it picks
+  among algorithms that compute the same convolution). They change the job, never the trained model (the
   data order and augmentation are a function of the seed and the stream position, not of the workers; a resumed
   run ends bitwise equal whatever its checkpoint period).
 - *scientific*: every other field, including any field added to RunConfig later (a new field retrains by default).
@@ -31,6 +32,7 @@ from retinanet.config import RunConfig, to_dict
 OPERATIONAL_FIELDS = (
     "threads", "device", "data.root", "data.train_images", "data.train_annotations", "data.val_images",
     "data.val_annotations", "data.num_workers", "model.pretrained", "solver.checkpoint_period", "solver.log_period",
+    "cudnn_benchmark",
 )
 """Dotted RunConfig fields that say where and how a run executes, not what it trains. ``model.pretrained`` is a
 path here; its content (or its keyword, ``imagenet``/``none``) is part of the identity's ``inputs``."""
