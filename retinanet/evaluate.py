@@ -46,7 +46,7 @@ from retinanet.config import RunConfig, load
 from retinanet.data import CocoDetection, build_dataset, build_test_loader, check_num_classes
 from retinanet.distributed import resolve_device
 from retinanet.model import RetinaNet, build_model
-from retinanet.precision import set_tf32
+from retinanet.precision import autocast, set_tf32
 
 METRICS = ("AP", "AP50", "AP75", "APs", "APm", "APl")
 """The paper's columns, in the order of ``COCOeval.stats[:6]``."""
@@ -107,7 +107,7 @@ def detect(model: RetinaNet, dataset: CocoDetection, cfg: RunConfig, device: tor
     loader = build_test_loader(cfg, dataset)
     results: list[dict[str, Any]] = []
     for images, targets, sizes in loader:
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.precision == "bf16"):
+        with autocast(device, cfg.precision):  # as the run trained: bf16 or fp16 autocast, or none
             outputs = model.predict(prepare(images, cfg, device), sizes)
         for out, target in zip(outputs, targets, strict=True):
             results += to_coco(out, target, dataset.category_ids)

@@ -22,6 +22,7 @@ import torch
 from retinanet import atomic, provenance
 from retinanet.data import build_dataset, build_test_loader
 from retinanet.evaluate import inference_memory_format, load_run, prepare, run_status
+from retinanet.precision import autocast
 
 WARMUP = 10
 REPEATS = 50
@@ -65,7 +66,7 @@ def time_run(run_dir: str | Path, out: str | Path, *, warmup: int = WARMUP, repe
 
     def call(i: int) -> None:
         images, sizes = inputs[i % len(inputs)]
-        with torch.no_grad(), torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.precision == "bf16"):
+        with torch.no_grad(), autocast(device, cfg.precision):
             model.predict(images, sizes)
 
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)

@@ -124,3 +124,19 @@ def test_batches_are_copied_to_the_device_asynchronously():
     assert x.device.type == "meta" and x.is_contiguous(memory_format=torch.channels_last)
     assert all(v.device.type == "meta" for d in t for v in d.values())
     assert len(mode.calls) == 5 and all(c.get("non_blocking") is True for c in mode.calls)
+
+
+@pytest.mark.parametrize(("precision", "dtype"), [("fp32", torch.float32), ("bf16", torch.bfloat16),
+                                                  ("fp16", torch.float16)])
+def test_evaluation_runs_in_the_precision_the_run_trained_in(tmp_path, precision, dtype):
+    from retinanet.data import build_dataset
+    from retinanet.evaluate import detect
+    from retinanet.model import build_model
+
+    write_coco(tmp_path / "data", num_images=2)
+    cfg = tiny_config(tmp_path / "data", {"precision": precision})
+    model = build_model(cfg).eval()
+    seen = []
+    model.head.register_forward_hook(lambda mod, inp, out: seen.append(out[0].dtype))
+    detect(model, build_dataset(cfg.data, train=False), cfg, torch.device("cpu"))
+    assert seen and set(seen) == {dtype}
