@@ -31,7 +31,7 @@ def gpus(monkeypatch: pytest.MonkeyPatch):
     """Set what torch.cuda.device_count() returns; no nvidia-smi on PATH; no SLURM or CUDA variables."""
     monkeypatch.setenv("PATH", "/nonexistent")
     for var in ("SLURM_JOB_ID", "SLURM_GPUS_ON_NODE", "SLURM_GPUS", "SLURM_JOB_GPUS", "CUDA_VISIBLE_DEVICES",
-                launch.ALLOW_MISSING_GPUS):
+                launch.ALLOW_MISSING_GPUS, launch.CPU_PROCESSES):
         monkeypatch.delenv(var, raising=False)
 
     def set_count(n: int) -> None:
@@ -113,3 +113,46 @@ def test_a_slurm_evaluate_job_uses_its_allocations_cpus(gpus, started, monkeypat
     with pytest.raises(_Exec):
         launch.main(["--gpus", "1", "--threads", "2", "--slurm-cpus", "8", "--", "evaluate", "--run", "r"])
     assert started["argv"][1:4] == ["-m", "retinanet", "evaluate"] and started["env"]["OMP_NUM_THREADS"] == "8"
+
+
+# ----- RETINANET_CPU_PROCESSES: several gloo processes without GPUs (the paper rehearsal) ---------------------------
+
+def test_cpu_processes_start_train_under_torchrun_without_gpus():
+    cmd, env = launch.command(["train", "--config", "c.yaml"], gpus=8, threads=2, visible=0, cpu_procs=2,
+                              python="py")
+    assert cmd == ["py", "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "retinanet",
+                   "train", "--config", "c.yaml"]
+    assert env["OMP_NUM_THREADS"] == "1"  # the job's 2 CPUs shared by the 2 processes
+    assert launch.command(["train"], gpus=0, threads=1, visible=0, cpu_procs=1, python="py")[0] == [
+        "py", "-m", "retinanet", "train"]  # 1: a plain process, as without the variable
+    assert launch.command(["evaluate"], gpus=1, threads=2, visible=0, cpu_procs=4, python="py")[0] == [
+        "py", "-m", "retinanet", "evaluate"]  # only train is distributed
+    assert "--nproc_per_node=8" in launch.command(["train"], gpus=8, threads=8, visible=8, cpu_procs=2,
+                                                  python="py")[0]  # GPUs visible: one process per GPU
+
+
+@pytest.mark.parametrize(("value", "procs"), [(None, 1), ("", 1), ("1", 1), ("2", 2), (" 4 ", 4)])
+def test_cpu_processes_come_from_the_environment(value, procs):
+    assert launch.cpu_processes({} if value is None else {launch.CPU_PROCESSES: value}) == procs
+
+
+@pytest.mark.parametrize("value", ["0", "-1", "two", "1.5"])
+def test_a_bad_cpu_process_count_is_refused_by_name(value, gpus, started, monkeypatch, capsys):
+    gpus(0)
+    monkeypatch.setenv(launch.CPU_PROCESSES, value)
+    assert launch.main(["--gpus", "8", "--threads", "2", "--", "train", "--config", "c.yaml"]) == 2
+    assert f"launch: {launch.CPU_PROCESSES}={value!r}: expected a positive integer" in capsys.readouterr().err
+    assert not started
+
+
+def test_a_fake_gpu_slurm_job_trains_with_the_asked_cpu_processes(gpus, started, monkeypatch):
+    """The rehearsal's train job: 8 fake GPUs asked, none seen (allowed), 2 gloo processes, the allocation's CPUs
+    shared between them."""
+    gpus(0)
+    monkeypatch.setenv("SLURM_JOB_ID", "7")
+    monkeypatch.setenv(launch.ALLOW_MISSING_GPUS, "1")
+    monkeypatch.setenv(launch.CPU_PROCESSES, "2")
+    with pytest.raises(_Exec):
+        launch.main(["--gpus", "8", "--threads", "2", "--slurm-cpus", "4", "--", "train", "--config", "c.yaml"])
+    assert started["argv"][1:5] == ["-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"]
+    assert started["env"]["OMP_NUM_THREADS"] == "2"

@@ -13,6 +13,11 @@ variables, hence N from the rule). Seeing fewer GPUs than that is an error namin
 otherwise train with fewer processes and more gradient accumulation (8x slower with one GPU of eight, or on the
 CPU with none), silently. ``RETINANET_ALLOW_MISSING_GPUS=1`` runs anyway (a test cluster with fake GPUs).
 
+CPU processes: ``RETINANET_CPU_PROCESSES=P`` (P >= 1) starts ``train`` as P processes under torchrun when no GPU
+is visible; they join one gloo process group on the CPU (retinanet.distributed picks gloo there), standing in for a
+multi-GPU job: the paper rehearsal's training jobs (docs/study.md, "Rehearsal"). Unset, a CPU machine runs one
+plain process; with GPUs visible it is ignored (one process per GPU).
+
 CPU threads: the job's Snakemake threads T locally; inside a SLURM job the allocation's CPUs (``--slurm-cpus``,
 the profile's cpus_per_task). Torch threads per process = CPUs // processes (at least 1), given through
 OMP_NUM_THREADS/MKL_NUM_THREADS (torch's default thread count) rather than the run config: how many cores a machine
@@ -32,6 +37,8 @@ import os
 import sys
 
 ALLOW_MISSING_GPUS = "RETINANET_ALLOW_MISSING_GPUS"
+CPU_PROCESSES = "RETINANET_CPU_PROCESSES"
+"""Environment variable: how many torchrun processes ``train`` starts on a machine without GPUs (default 1)."""
 DISTRIBUTED_COMMANDS = ("train",)
 """retinanet commands that run under torchrun with one process per GPU; the others run as one process."""
 
@@ -85,15 +92,30 @@ def check_gpus(expected: int, visible: int, env: dict[str, str]) -> str | None:
     return f"warning: {message}" if env.get(ALLOW_MISSING_GPUS) == "1" else message
 
 
+def cpu_processes(env: dict[str, str]) -> int:
+    """``RETINANET_CPU_PROCESSES`` (processes of a distributed command without GPUs): 1 when unset; ValueError
+    naming the variable when it is not a positive integer."""
+    text = env.get(CPU_PROCESSES, "").strip()
+    if not text:
+        return 1
+    if not text.isdigit() or int(text) < 1:
+        raise ValueError(f"{CPU_PROCESSES}={env[CPU_PROCESSES]!r}: expected a positive integer (processes of "
+                         f"train on a machine without GPUs)")
+    return int(text)
+
+
 def job_threads(threads: int, slurm_cpus: int | None, env: dict[str, str]) -> int:
     """CPU threads the job may use: its SLURM allocation inside a SLURM job, else its Snakemake threads."""
     return slurm_cpus if slurm_cpus and env.get("SLURM_JOB_ID") else threads
 
 
-def command(args: list[str], *, gpus: int, threads: int, visible: int,
+def command(args: list[str], *, gpus: int, threads: int, visible: int, cpu_procs: int = 1,
             python: str = sys.executable) -> tuple[list[str], dict[str, str]]:
-    """The command line (``python -m retinanet ARGS`` or its torchrun equivalent) and the thread variables."""
-    procs = max(1, min(gpus, visible)) if args[:1] and args[0] in DISTRIBUTED_COMMANDS else 1
+    """The command line (``python -m retinanet ARGS`` or its torchrun equivalent) and the thread variables.
+    ``cpu_procs``: processes of a distributed command when no GPU is visible (:data:`CPU_PROCESSES`)."""
+    procs = 1
+    if args[:1] and args[0] in DISTRIBUTED_COMMANDS:
+        procs = max(1, min(gpus, visible)) if visible else max(1, cpu_procs)
     per_proc = str(max(1, threads // procs))
     env = {"OMP_NUM_THREADS": per_proc, "MKL_NUM_THREADS": per_proc}
     if procs == 1:
@@ -112,15 +134,20 @@ def main(argv: list[str] | None = None) -> int:
     args = ns.args[1:] if ns.args[:1] == ["--"] else ns.args
     if not args:
         parser.error("missing the retinanet command after --")
+    try:
+        cpu_procs = cpu_processes(os.environ)
+    except ValueError as exc:
+        print(f"launch: {exc}", file=sys.stderr, flush=True)
+        return 2
     threads = job_threads(ns.threads, ns.slurm_cpus, os.environ)
     expected = expected_gpus(ns.gpus, os.environ)
-    visible = visible_gpus() if expected or ns.gpus > 1 else 0
+    visible = visible_gpus() if expected or ns.gpus > 1 or cpu_procs > 1 else 0
     problem = check_gpus(expected, visible, os.environ)
     if problem:
         print(f"launch: {problem}", file=sys.stderr, flush=True)
         if not problem.startswith("warning:"):
             return 2
-    cmd, env = command(args, gpus=ns.gpus, threads=threads, visible=visible)
+    cmd, env = command(args, gpus=ns.gpus, threads=threads, visible=visible, cpu_procs=cpu_procs)
     print("launch:", " ".join(f"{k}={v}" for k, v in env.items()), " ".join(cmd), file=sys.stderr, flush=True)
     os.execve(cmd[0], cmd, {**os.environ, **env})
     return 1  # not reached
