@@ -1,8 +1,8 @@
 """The paper's backbone: Detectron's MSRA ResNet-50 from a Caffe2 pickle (a fake R-50.pkl these tests write), its
 stride placement, a forward against a hand-written Caffe2-style computation, its BGR 0-255 input, and the refusals.
 
-The fake file is built here from Detectron's ResNet-50 layout (``ResNet.py``: stem, then res2..res5 of 3, 4, 6, 3
-bottlenecks of widths 64/256 .. 512/2048), independently of the converter's name table.
+The fake file is built by tests/msra_weights.py from Detectron's ResNet-50 layout (``ResNet.py``: stem, then
+res2..res5 of 3, 4, 6, 3 bottlenecks of widths 64/256 .. 512/2048), independently of the converter's name table.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 import torchvision
+from msra_weights import msra_blobs, stages
 from numerics import assert_close_at_scale
 from tiny_coco import COLORS, write_coco
 
@@ -25,37 +26,13 @@ from retinanet.config import BACKBONE_INPUT, ConfigError, ModelConfig, from_dict
 from retinanet.data import build_dataset, normalize
 from workflow.scripts import fetch_weights
 
-STAGES = [(2, 3, 64, 256), (3, 4, 128, 512), (4, 6, 256, 1024), (5, 3, 512, 2048)]  # res<i>, blocks, mid, out
+STAGES = stages(50)  # res<i>, blocks, mid, out
 
 
 def _r50_blobs(seed: int = 0) -> dict[str, np.ndarray]:
-    """Every blob of Detectron's R-50.pkl with its shape, random values (He-scaled convs, affine near 1 / 0), plus
-    the blobs the conversion drops (classifier, conv1_b)."""
-    rng = np.random.default_rng(seed)
-
-    def conv(out: int, inp: int, k: int) -> np.ndarray:
-        return (rng.standard_normal((out, inp, k, k)) * np.sqrt(2.0 / (inp * k * k))).astype(np.float32)
-
-    def affine(name: str, c: int) -> None:
-        blobs[f"{name}_bn_s"] = rng.uniform(0.5, 1.5, c).astype(np.float32)
-        blobs[f"{name}_bn_b"] = (0.1 * rng.standard_normal(c)).astype(np.float32)
-
-    blobs = {"conv1_w": conv(64, 3, 7)}
-    affine("res_conv1", 64)
-    inp = 64
-    for stage, n, mid, out in STAGES:
-        for j in range(n):
-            p = f"res{stage}_{j}"
-            if j == 0:
-                blobs[f"{p}_branch1_w"] = conv(out, inp, 1)
-                affine(f"{p}_branch1", out)
-            for branch, shape in (("2a", (mid, inp, 1)), ("2b", (mid, mid, 3)), ("2c", (out, mid, 1))):
-                blobs[f"{p}_branch{branch}_w"] = conv(*shape)
-                affine(f"{p}_branch{branch}", shape[0])
-            inp = out
-    blobs.update(conv1_b=np.full(64, 1e-9, np.float32), fc1000_w=np.zeros((1000, 2048), np.float32),
-                 fc1000_b=np.zeros(1000, np.float32))
-    return blobs
+    """Every blob of Detectron's R-50.pkl with its shape, random values (tests/msra_weights.py, shared with the
+    paper rehearsal)."""
+    return msra_blobs(50, seed)
 
 
 @pytest.fixture(scope="module")
