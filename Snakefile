@@ -16,6 +16,7 @@ min_version("9.0")
 
 sys.path.insert(0, workflow.basedir)
 from retinanet import atomic  # noqa: E402
+from workflow.regime import build_regime  # noqa: E402
 from workflow.scale import check_config, load_scale  # noqa: E402
 from workflow.study import ANALYTIC_FIGURES, FIGURES, TABLES, build_study, paths, weights_path  # noqa: E402
 
@@ -29,6 +30,7 @@ config.update(load_scale(config, Path(workflow.basedir) / "config"))
 check_config(config, Path(workflow.basedir) / "workflow" / "schemas" / "config.schema.yaml")
 
 STUDY = build_study(config)
+REGIME = build_regime(config)  # this study's addition (issue 18): `snakemake regime`, not part of `all`
 P = paths(config)
 
 # Jobs run `python -m retinanet|analysis.*|workflow.scripts.*` from this checkout, wherever the working directory is.
@@ -40,6 +42,7 @@ include: "workflow/rules/data.smk"
 include: "workflow/rules/train.smk"
 include: "workflow/rules/common_imbalance.smk"
 include: "workflow/rules/imbalance.smk"
+include: "workflow/rules/regime.smk"
 include: "workflow/rules/analysis.smk"
 
 

@@ -16,6 +16,8 @@ CLI::
         [--anchor-stats FILE]    python -m retinanet anchor-stats --out of the scale's training data: the
                                  imbalance section (the positive rate per classification output beside COCO's)
         [--coco-anchor-stats FILE]   the same on COCO's annotations; default: COCO's published rate
+        [--regime-section FILE]  results/<scale>/regime.md (python -m analysis.regime section): this study's
+                                 addition, not in the paper, included after the figures
         [--paper-values analysis/paper_values.yaml]
 """
 
@@ -30,7 +32,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script:
 from analysis.claims import ClaimResult, evaluate_claims, load_evidence
 from analysis.imbalance import report_section as imbalance_section
 from analysis.paper_values import PAPER_VALUES, PaperValues, load_paper_values
-from analysis.study_io import Study, load_study, read_json, read_wall_time
+from analysis.study_io import Study, load_study, read_json, read_text, read_wall_time
 from analysis.tables import TABLE_IDS, build_table, to_markdown
 from analysis.verdict import RULE_TEXT
 
@@ -145,9 +147,10 @@ def hardware_section(study: Study, wall_files: list[str], elapsed_s: float | Non
 
 def build_report(study: Study, pv: PaperValues, *, figures: dict[str, Path], report_dir: Path,
                  wall_files: list[str] = (), elapsed_s: float | None = None, provenance: str | None = None,
-                 anchor_stats: str | None = None, coco_anchor_stats: str | None = None) -> str:
+                 anchor_stats: str | None = None, coco_anchor_stats: str | None = None,
+                 regime_section: str | None = None) -> str:
     """The whole REPORT.md text (reads the study's run outputs); with ``anchor_stats`` an imbalance section after the
-    claims (:mod:`analysis.imbalance`)."""
+    claims (:mod:`analysis.imbalance`), with ``regime_section`` that file's section after the figures."""
     tables = [(tid, build_table(pv.tables[tid], study)) for tid in TABLE_IDS if study.table(tid)]
     evidence = load_evidence(study)
     claims = evaluate_claims(evidence)
@@ -172,8 +175,10 @@ def build_report(study: Study, pv: PaperValues, *, figures: dict[str, Path], rep
     missing = [tid for tid in TABLE_IDS if not study.table(tid)]
     if missing:
         parts.append(f"Tables not in this study: {', '.join(missing)}.\n")
-    parts += [figures_section(figures, report_dir, figure_notes(study, evidence)), deviations_section(study),
-              hardware_section(study, list(wall_files), elapsed_s, provenance)]
+    parts.append(figures_section(figures, report_dir, figure_notes(study, evidence)))
+    if regime_section is not None:
+        parts.append(read_text(Path(regime_section), "regime report section"))
+    parts += [deviations_section(study), hardware_section(study, list(wall_files), elapsed_s, provenance)]
     return "\n".join(parts)
 
 
@@ -202,6 +207,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--paper-values", default=str(PAPER_VALUES))
     parser.add_argument("--anchor-stats", default=None, help="anchor-stats JSON of the scale's training data")
     parser.add_argument("--coco-anchor-stats", default=None, help="anchor-stats JSON of COCO's annotations")
+    parser.add_argument("--regime-section", default=None, help="results/<scale>/regime.md, this study's addition")
 
     def run(args) -> None:
         out = Path(args.out)
@@ -213,7 +219,7 @@ def main(argv: list[str] | None = None) -> int:
         text = build_report(load_study(args.study), load_paper_values(args.paper_values), figures=figures,
                             report_dir=out.parent, wall_files=args.wall, elapsed_s=args.elapsed_s,
                             provenance=args.provenance, anchor_stats=args.anchor_stats,
-                            coco_anchor_stats=args.coco_anchor_stats)
+                            coco_anchor_stats=args.coco_anchor_stats, regime_section=args.regime_section)
         write_text(out, text)
 
     return run_cli(parser, run, argv)

@@ -185,6 +185,9 @@ class SolverConfig:
     warmup_factor: float = 1.0 / 3.0
     checkpoint_period: int = 5000
     log_period: int = 20
+    snapshot_period: int | None = None
+    """Keep the weights every this many iterations (``RUNDIR/snapshots``, :mod:`retinanet.snapshots`) for
+    AP-against-iteration curves; ``null``: none, as the paper's runs."""
     clip_grad_norm: float | None = None
     """Not used by the paper; available to stabilise small-scale runs (recorded as a deviation)."""
 
@@ -272,6 +275,7 @@ _RANGES: dict[str, tuple[float | None, float | None]] = {
     "solver.warmup_factor": (0.0, 1.0),
     "solver.checkpoint_period": (1, None),
     "solver.log_period": (1, None),
+    "solver.snapshot_period": (1, None),
     "test.score_thresh": (0.0, 1.0),
     "test.topk_per_level": (1, None),
     "test.nms_thresh": (0.0, 1.0),

@@ -18,6 +18,8 @@ What a value means, the same with or without detections:
 
 A diverged run (``result.json``) gives AP 0 for every column (the study's contract: a diverged run scores 0),
 status ``diverged`` and an empty detections file.
+``--iteration N`` evaluates the weights the run kept after iteration N (``solver.snapshot_period``,
+:mod:`retinanet.snapshots`) instead of the final ones: one point of an AP-against-iteration curve.
 ``--test-dev IMAGES ANNOTATIONS`` instead exports the detections for an unlabeled split (COCO test-dev
 ``image_info`` JSON) in the evaluation server's format and file naming, ``DIR/detections_<split>_<alg>_results.json``
 (e.g. ``detections_test-dev2017_r101-800-fl-g2-a0.25-jit-1.5x-s0_results.json``; ``--alg``, default the run
@@ -42,11 +44,12 @@ from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
 from retinanet import atomic, checkpoint
-from retinanet.config import RunConfig, load
+from retinanet.config import ConfigError, RunConfig, load
 from retinanet.data import CocoDetection, build_dataset, build_test_loader, check_num_classes
 from retinanet.distributed import resolve_device
 from retinanet.model import RetinaNet, build_model
 from retinanet.precision import autocast, set_tf32
+from retinanet.snapshots import snapshot_iterations, snapshot_path
 
 METRICS = ("AP", "AP50", "AP75", "APs", "APm", "APl")
 """The paper's columns, in the order of ``COCOeval.stats[:6]``."""
@@ -63,20 +66,23 @@ def run_status(run_dir: str | Path) -> dict[str, Any]:
         raise ValueError(f"{path}: malformed JSON ({exc.msg})") from None
 
 
-def load_run(run_dir: str | Path, device_name: str | None = None) -> tuple[RunConfig, RetinaNet, torch.device]:
-    """The run's config, its trained model (``model_final.pt``, loaded weights-only) in eval mode on the device
-    (``device_name``, default the run's ``device``) in the inference layout, and that device. Sets the run's TF32
-    switches (``allow_tf32``) for evaluate, time and loss samples, which all load the run here."""
+def load_run(run_dir: str | Path, device_name: str | None = None,
+             weights: str | Path | None = None) -> tuple[RunConfig, RetinaNet, torch.device]:
+    """The run's config, its trained model (``model_final.pt``, or the file ``weights``, e.g. a snapshot; loaded
+    weights-only) in eval mode on the device (``device_name``, default the run's ``device``) in the inference layout,
+    and that device. Sets the run's TF32 switches (``allow_tf32``) for evaluate, time and loss samples, which all
+    load the run here."""
     run_dir = Path(run_dir)
+    weights = Path(weights) if weights is not None else run_dir / "model_final.pt"
     cfg = load(run_dir / "config.resolved.yaml")
     # The weights come from the run: do not fetch or read pretrained backbone weights again.
     model = build_model(dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, pretrained="none")))
-    payload = checkpoint.load(run_dir / "model_final.pt")
-    checkpoint.require(payload, run_dir / "model_final.pt", ("model",))
+    payload = checkpoint.load(weights)
+    checkpoint.require(payload, weights, ("model",))
     try:
         model.load_state_dict(payload["model"])
     except RuntimeError as exc:
-        raise checkpoint.CheckpointError(f"{run_dir / 'model_final.pt'}: weights do not fit the run's config "
+        raise checkpoint.CheckpointError(f"{weights}: weights do not fit the run's config "
                                          f"({str(exc).splitlines()[0]})") from None
     device = resolve_device(device_name or cfg.device)
     set_tf32(cfg.allow_tf32)
@@ -171,8 +177,13 @@ def coco_metrics(gt: COCO, detections: list[dict[str, Any]]) -> dict[str, float 
     return {name: (None if ev.stats[i] < 0 else float(ev.stats[i]) * 100.0) for i, name in enumerate(METRICS)}
 
 
-def evaluate_run(run_dir: str | Path, out_dir: str | Path, *, device_name: str | None = None) -> dict[str, Any]:
-    """Evaluate a run on its validation split; write ``detections.json`` then ``metrics.json``; return metrics."""
+def evaluate_run(run_dir: str | Path, out_dir: str | Path, *, device_name: str | None = None,
+                 iteration: int | None = None) -> dict[str, Any]:
+    """Evaluate a run on its validation split; write ``detections.json`` then ``metrics.json``; return metrics.
+
+    ``iteration``: the weights the run had after that iteration, a snapshot (:mod:`retinanet.snapshots`; the last
+    iteration is ``model_final.pt``), for AP-against-iteration curves; a run that diverged at or before it scores 0,
+    like a diverged run's final weights. The metrics then hold ``iteration`` too."""
     run_dir, out_dir = Path(run_dir), Path(out_dir)
     status = run_status(run_dir)
     cfg = load(run_dir / "config.resolved.yaml")
@@ -180,15 +191,25 @@ def evaluate_run(run_dir: str | Path, out_dir: str | Path, *, device_name: str |
         torch.set_num_threads(cfg.threads)
     dataset = build_dataset(cfg.data, train=False)
     check_num_classes(dataset, cfg.model.num_classes)
-    if status.get("status") == "diverged":
+    weights, state = None, status.get("status")
+    if iteration is not None:
+        if iteration != cfg.solver.iterations and iteration not in snapshot_iterations(cfg.solver):
+            raise ConfigError(f"evaluate --iteration {iteration}: {run_dir} keeps no weights of that iteration "
+                              f"(snapshots: {snapshot_iterations(cfg.solver)}, final: {cfg.solver.iterations})")
+        if state == "diverged" and status.get("iteration", 0) > iteration:
+            state = "completed"  # it diverged later: the snapshot is a trained model
+        if iteration != cfg.solver.iterations:
+            weights = snapshot_path(run_dir, iteration)
+    if state == "diverged":
         detections: list[dict] = []
         metrics: dict[str, Any] = dict.fromkeys(METRICS, 0.0)
     else:
-        cfg, model, device = load_run(run_dir, device_name)
+        cfg, model, device = load_run(run_dir, device_name, weights)
         detections = detect(model, dataset, cfg, device)
         metrics = coco_metrics(dataset.coco, detections)
-    metrics.update(status=status.get("status"), num_images=len(dataset), num_detections=len(detections),
-                   run=str(run_dir))
+    metrics.update(status=state, num_images=len(dataset), num_detections=len(detections), run=str(run_dir))
+    if iteration is not None:
+        metrics["iteration"] = iteration
     atomic.write_json(out_dir / "detections.json", detections)
     atomic.write_json(out_dir / "metrics.json", metrics)
     return metrics
@@ -229,6 +250,8 @@ def add_command(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--run", required=True, help="run directory written by `train`")
     p.add_argument("--out", required=True, help="output directory for detections.json and metrics.json")
     p.add_argument("--device", default=None, help="override the run's device (auto, cpu, cuda)")
+    p.add_argument("--iteration", type=int, default=None,
+                   help="evaluate the weights after this iteration (a snapshot, solver.snapshot_period)")
     p.add_argument("--test-dev", nargs=2, metavar=("IMAGES", "ANNOTATIONS"), default=None,
                    help="export detections for an unlabeled split (e.g. test2017 image_info_test-dev2017.json)")
     p.add_argument("--alg", default=None, help="with --test-dev: the algorithm name in the server's file name "
@@ -241,6 +264,6 @@ def _main(args: argparse.Namespace) -> int:
         path = export_test_dev(args.run, args.out, *args.test_dev, alg=args.alg, device_name=args.device)
         print(f"evaluate: wrote {path}", file=sys.stderr)
         return 0
-    metrics = evaluate_run(args.run, args.out, device_name=args.device)
+    metrics = evaluate_run(args.run, args.out, device_name=args.device, iteration=args.iteration)
     print(json.dumps(metrics), file=sys.stderr)
     return 0

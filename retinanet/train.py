@@ -10,6 +10,7 @@ RUNDIR after a run::
                            states), kept only while the run is unfinished (deleted once a completed run has its
                            model_final.pt)
     model_final.pt         the trained weights (completed runs only)
+    snapshots/             with solver.snapshot_period: the weights every N iterations, kept (retinanet.snapshots)
     job.lock               held by the training job's rank 0 while it runs (retinanet.run_lock)
     run.json               the run's identity (retinanet.identity) and, once finished, a copy of its result
     result.json            written last: {"status": "completed" | "diverged", "iteration", "wall_s", "batch", ...}
@@ -56,6 +57,7 @@ from retinanet.config import ConfigError, RunConfig, load, to_dict
 from retinanet.data import build_dataset, build_train_loader, check_num_classes, check_train_images
 from retinanet.model import build_model
 from retinanet.precision import autocast, grad_scaler, set_cudnn_benchmark, set_tf32
+from retinanet.snapshots import snapshot_iterations, snapshot_path
 from retinanet.solver import WarmupMultiStepSchedule, build_optimizer, plan_batch
 
 CONFIG = "config.resolved.yaml"
@@ -180,6 +182,7 @@ def _train(cfg: RunConfig, out: Path, resume: bool, info: distributed.DistInfo, 
                                 pin_memory=device.type == "cuda")
     batches = iter(loader)
     iterations = cfg.solver.iterations
+    snapshots = set(snapshot_iterations(cfg.solver))
     status, stop_iter = "completed", iterations
     window: list[torch.Tensor] = []
     t_window = time.perf_counter()
@@ -236,6 +239,13 @@ def _train(cfg: RunConfig, out: Path, resume: bool, info: distributed.DistInfo, 
             if info.is_main:
                 _save_state(out / LAST, model, optimizer, schedule, scaler, done, cfg, rng,
                             wall_before + time.perf_counter() - t_start)
+        if done in snapshots:  # weights kept for AP-against-iteration curves
+            if not _params_finite(model):
+                status, stop_iter = "diverged", done
+                break
+            if info.is_main:
+                checkpoint.save({"model": model.state_dict(), "config": to_dict(cfg), "iteration": done},
+                                snapshot_path(out, done))
     bar.close()
 
     if status == "completed" and not _params_finite(model):

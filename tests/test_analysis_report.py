@@ -101,6 +101,18 @@ def test_report_states_the_scales_positive_rate_beside_cocos(fake_study, tmp_pat
     assert "## Imbalance" not in out.read_text()
 
 
+def test_report_includes_the_regime_section_after_the_figures(fake_study, tmp_path):
+    section = tmp_path / "regime.md"
+    section.write_text("## This study's addition (not in the paper): FL against CE across the imbalance\n\nrows\n")
+    out = tmp_path / "R.md"
+    assert report.main(["--study", str(fake_study), "--out", str(out), "--regime-section", str(section)]) == 0
+    text = out.read_text()
+    assert text.index("## Figures") < text.index("## This study's addition (not in the paper)") \
+        < text.index("## Deviations from the paper")
+    assert report.main(["--study", str(fake_study), "--out", str(out), "--regime-section",
+                        str(tmp_path / "none.md")]) == 2
+
+
 @pytest.mark.parametrize("notebook", ["explore.ipynb", "training_curves.ipynb"])
 def test_notebooks_execute_against_the_fake_study(fake_study, monkeypatch, notebook):
     import nbformat

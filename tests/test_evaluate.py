@@ -18,7 +18,7 @@ from tiny_coco import CATEGORY_IDS, tiny_config, write_coco
 
 from retinanet import loss_samples
 from retinanet.coco_json import load_coco_json
-from retinanet.config import RunConfig, TestConfig
+from retinanet.config import ConfigError, RunConfig, TestConfig
 from retinanet.data import build_dataset, build_test_loader
 from retinanet.evaluate import (
     METRICS,
@@ -32,6 +32,7 @@ from retinanet.evaluate import (
     server_file_name,
     to_coco,
 )
+from retinanet.snapshots import snapshot_iterations, snapshot_path
 from retinanet.timing import measure, time_run
 from retinanet.train import train
 
@@ -242,3 +243,28 @@ def test_loss_samples_file(trained_run, tmp_path):
     again = tmp_path / "again.npz"
     loss_samples.collect(trained_run, again, num_images=2, max_negatives=100, seed=3)
     assert np.array_equal(np.load(again)["neg_logits"], data["neg_logits"])  # fixed-seed subsample
+
+
+def test_snapshots_are_kept_and_evaluated_by_iteration(tmp_path):
+    """solver.snapshot_period keeps the weights every N iterations (the last is model_final.pt); evaluate
+    --iteration scores one of them, and a run that diverged at or before it scores 0."""
+    write_coco(tmp_path / "data", num_images=4, seed=2)
+    cfg = tiny_config(tmp_path / "data", {"solver": {"iterations": 5, "snapshot_period": 2, "warmup_iters": 1,
+                                                     "checkpoint_period": 1000}})
+    assert snapshot_iterations(cfg.solver) == [2, 4]
+    run = tmp_path / "run"
+    assert train(cfg, run)["status"] == "completed"
+    assert sorted(p.name for p in (run / "snapshots").iterdir()) == ["model_0000002.pt", "model_0000004.pt"]
+    early = load_run(run, weights=snapshot_path(run, 2))[1].state_dict()
+    final = load_run(run)[1].state_dict()
+    assert any(not torch.equal(early[k], final[k]) for k in final)
+    metrics = evaluate_run(run, tmp_path / "it2", iteration=2)
+    assert metrics["iteration"] == 2 and metrics["status"] == "completed" and 0 <= metrics["AP"] <= 100
+    assert evaluate_run(run, tmp_path / "it5", iteration=5)["AP"] == evaluate_run(run, tmp_path / "final")["AP"]
+    with pytest.raises(ConfigError, match=r"--iteration 3: .* keeps no weights of that iteration"):
+        evaluate_run(run, tmp_path / "it3", iteration=3)
+    result = json.loads((run / "result.json").read_text())
+    (run / "result.json").write_text(json.dumps({**result, "status": "diverged", "iteration": 4}))
+    assert evaluate_run(run, tmp_path / "d2", iteration=2)["status"] == "completed"  # before the divergence
+    late = evaluate_run(run, tmp_path / "d4", iteration=4)
+    assert late["status"] == "diverged" and late["AP"] == 0.0

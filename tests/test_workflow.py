@@ -20,6 +20,7 @@ import pytest
 
 from retinanet.coco_layout import check
 from retinanet.config import DataConfig
+from workflow.regime import build_regime
 from workflow.scale import load_scale
 from workflow.scripts import fetch_weights, launch
 from workflow.study import build_study
@@ -312,3 +313,55 @@ def test_rerunning_the_dag_retrains_a_finished_run_only_for_a_scientific_change(
     assert TRAIN_JOB.search(smk(options=("--configfile", str(work / "science.yaml"))))
     assert "model.fpn_channels: 16 -> 8" in job_log.read_text()
     assert (run / "model_final.pt").stat().st_mtime_ns != final
+
+
+# ----- the regime experiment (issue 18, this study's addition): `snakemake regime` ----------------------------------
+
+def test_mini_regime_dry_run_lists_its_jobs_and_all_trains_none_of_them(tmp_path: Path):
+    regime = build_regime(load_scale({"scale": "mini"}, ROOT / "config"))
+    res = snakemake(tmp_path, "-n", "regime", "--config", "scale=mini")
+    assert res.returncode == 0, res.stderr[-3000:]
+    counts = _job_counts(res.stdout + res.stderr)
+    # 4 rates x 3 arms x (3 seeds at the two ends, 2 between) = 30 runs; 18 end runs x 3 snapshots
+    assert counts["train"] == counts["evaluate"] == counts["run_config"] == len(regime.runs) == 30
+    assert counts["evaluate_snapshot"] == 54 and counts["regime_dataset"] == counts["anchor_stats"] == 4
+    assert all(counts[r] == 1 for r in ("regime_table", "regime_figure", "regime_curves", "regime_section"))
+    main = _job_counts(snakemake(tmp_path, "-n", "--config", "scale=mini").stdout)
+    assert "regime_dataset" not in main and "evaluate_snapshot" not in main
+
+
+def test_regime_without_a_regime_section_stops_with_one_clear_line(tmp_path: Path):
+    res = snakemake(tmp_path, "-n", "regime", "--config", "scale=paper")
+    assert res.returncode != 0
+    assert "config paper: no 'regime' section" in res.stdout + res.stderr
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not _pipeline_ready(), reason="the retinanet engine or the analysis scripts are not there yet")
+def test_smoke_regime_runs_end_to_end(tmp_path: Path):
+    """`snakemake regime` at smoke scale (2 rates x 3 arms x 1 seed, 2 iterations): the table has one row per rate,
+    both figures and the report section exist, and the next report run includes the section."""
+    start = time.monotonic()
+    res = snakemake(tmp_path, "--cores", "2", "regime", "--configfile", str(ROOT / "config" / "smoke.yaml"),
+                    timeout=600)
+    wall = time.monotonic() - start
+    assert res.returncode == 0, res.stderr[-5000:]
+    results = tmp_path / "results" / "smoke"
+    md = (results / "tables" / "table_imbalance.md").read_text()
+    rows = [line for line in md.splitlines() if line.startswith("| ") and "---" not in line]
+    assert len(rows) == 3 and "x COCO's" in rows[1] and rows[2].split(" | ")[1] == "80"  # header + 2 rates
+    table = (results / "tables" / "table_imbalance.csv").read_text().splitlines()
+    assert len(table) == 1 + 2 * 3
+    for name in ("fig_imbalance", "fig_imbalance_curves"):
+        assert (results / "figures" / f"{name}.png").stat().st_size > 0
+        assert (results / "figures" / f"{name}.pdf").stat().st_size > 0
+    section = (results / "regime.md").read_text()
+    assert section.startswith("## This study's addition (not in the paper)")
+    regime = json.loads((tmp_path / "work" / "smoke" / "regime" / "regime.json").read_text())
+    for rate in regime["rates"]:  # both rates are ends: a curve point after iteration 1 and the final one
+        for arm in rate["arms"].values():
+            assert sorted(arm["curve"]["0"]) == ["1", "2"]
+            assert json.loads((tmp_path / arm["curve"]["0"]["1"]).read_text())["iteration"] == 1
+    assert wall < 240, f"smoke regime took {wall:.0f} s"
+    dry = snakemake(tmp_path, "-n", "-p", "--configfile", str(ROOT / "config" / "smoke.yaml"))
+    assert "--regime-section results/smoke/regime.md" in dry.stdout

@@ -62,9 +62,10 @@ rule report:
         f"{W}/logs/analysis/report.log",
     params:
         coco=coco_stats_option,
+        regime=regime_section_option,
     threads: 1
     conda:
         "../../environment.yml"
     shell:
         "python -m analysis.report --study {input.study} --out {output} --wall {input.wall} "
-        "--anchor-stats {input.anchor_stats} {params.coco} > {log} 2>&1"
+        "--anchor-stats {input.anchor_stats} {params.coco} {params.regime} > {log} 2>&1"

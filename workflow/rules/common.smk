@@ -16,10 +16,25 @@ wildcard_constraints:
     fig=r"fig\d+",
 
 
+def run_of(rid):
+    """A run's resolved RunConfig: one of the study's, or of the regime experiment's (REGIME, workflow/regime.py)."""
+    if rid in STUDY.runs:
+        return STUDY.runs[rid]
+    if rid in REGIME.runs:
+        return REGIME.runs[rid]
+    raise ValueError(f"unknown run {rid!r}: not part of the {config['scale']} study")
+
+
+def run_data(rid):
+    """What a run's data depends on: the scale's dataset (:func:`dataset_ready`) or its regime dataset variant."""
+    return REGIME.data_of[rid] if rid in REGIME.runs else dataset_ready()
+
+
 def run_config_content(wildcards):
     """The run config file's content (resolved RunConfig without runtime fields)."""
-    if wildcards.rid not in STUDY.runs:
-        raise ValueError(f"unknown run {wildcards.rid!r}: not part of the {config['scale']} study")
+    run_of(wildcards.rid)  # an unknown run stops here, naming it
+    if wildcards.rid in REGIME.runs:
+        return REGIME.run_config(wildcards.rid)
     return STUDY.run_config(wildcards.rid)
 
 
@@ -42,8 +57,8 @@ def train_inputs(wildcards):
     """A run's config file, its dataset and (if any) its cached pretrained weights. Nothing here changes with an
     operational setting (:func:`operational_options`), and none is ancient(): with Snakemake 9.27 a job whose
     ancient input's producer reruns is never checked itself, not even for a missing output."""
-    inputs = {"config": P["run_config"].format(rid=wildcards.rid), "data": dataset_ready()}
-    pretrained = STUDY.runs[wildcards.rid].model.pretrained
+    inputs = {"config": P["run_config"].format(rid=wildcards.rid), "data": run_data(wildcards.rid)}
+    pretrained = run_of(wildcards.rid).model.pretrained
     if config["weights"]["source"] in ("msra", "torchvision", "pretrain"):
         inputs["weights"] = pretrained
     return inputs
@@ -55,7 +70,7 @@ def operational_options(wildcards, input):
     come from the launcher). Snakemake does not track a param derived from ``input`` (the argument is there for
     that alone): a new data root or worker count changes no file and no tracked param of the train job, so it
     reruns nothing, and the run's next train job uses it (docs/study.md, "Rerunning safely")."""
-    return " ".join(f"--set {shlex.quote(option)}" for option in runtime_options(STUDY.runs[wildcards.rid]))
+    return " ".join(f"--set {shlex.quote(option)}" for option in runtime_options(run_of(wildcards.rid)))
 
 
 def job_gpus(wildcards, resources):
@@ -174,7 +189,8 @@ def report_inputs(wildcards):
     """The report reads every table and figure, every run's outputs (through the manifest), the jobs' wall
     times (their benchmark records) and the anchor statistics of its imbalance section (imbalance.smk)."""
     return {"study": P["manifest"], "tables": table_outputs(), "figures": figure_outputs(),
-            "runs": all_run_outputs(wildcards), "wall": benchmark_files(), **imbalance_inputs()}
+            "runs": all_run_outputs(wildcards), "wall": benchmark_files(), **imbalance_inputs(),
+            **regime_section_input()}
 
 
 def output_dir(wildcards, output):

@@ -47,15 +47,73 @@ def coco_stats_option(wildcards, input):
 
 def anchor_stats_inputs(wildcards):
     """A run's config file and its dataset."""
-    return {"config": P["run_config"].format(rid=wildcards.rid), "data": dataset_ready()}
+    return {"config": P["run_config"].format(rid=wildcards.rid), "data": run_data(wildcards.rid)}
 
 
 def run_train_annotations(wildcards):
     """The training annotation file of the run (its resolved config's data root and path): anchor-stats reads it
     and nothing else of the dataset."""
-    return str(split_annotations(STUDY.runs[wildcards.rid], train_split=True))
+    return str(split_annotations(run_of(wildcards.rid), train_split=True))
 
 
 def anchor_stats_args(wildcards):
     """`retinanet anchor-stats` options from the scale config (``anchor_stats``, e.g. {images: 5000})."""
     return _options(config.get("anchor_stats"))
+
+
+# ----- the regime experiment (regime.smk; workflow/regime.py builds REGIME in the Snakefile) ------------------------
+
+from workflow.regime import dataset_options, regime_paths, snapshot_targets
+
+RP = regime_paths(config)
+
+
+wildcard_constraints:
+    tag=r"pr[0-9]e[-+][0-9]+",
+    iteration=r"\d+",
+
+
+def require_regime():
+    """The experiment's runs; a one-line error when the scale config has no ``regime`` section."""
+    if not REGIME.runs:
+        raise ValueError(f"config {config['scale']}: no 'regime' section, so there is no regime experiment to run "
+                         "(config/mini.yaml and config/smoke.yaml have one)")
+    return REGIME
+
+
+def regime_dataset_options(wildcards):
+    """make-dataset options of one rate's dataset variant (``regime.datasets[].args``)."""
+    return dataset_options(REGIME.variant(wildcards.tag).args)
+
+
+def regime_manifest_content(wildcards):
+    return require_regime().manifest
+
+
+def regime_inputs(wildcards):
+    """What the regime table, figures and section read through regime.json: every run's metrics, the curves'
+    snapshot metrics, each rate's anchor statistics, and COCO's where measured."""
+    regime = require_regime()
+    inputs = {"regime": RP["manifest"], "runs": [P["metrics"].format(rid=rid) for rid in sorted(regime.runs)],
+              "snapshots": snapshot_targets(regime),
+              "anchor_stats": [rate["anchor_stats"] for rate in regime.manifest["rates"]]}
+    coco = coco_anchor_stats()
+    if coco is not None:
+        inputs["coco_anchor_stats"] = coco
+    return inputs
+
+
+def regime_outputs():
+    """The experiment's results: table, figures and report section."""
+    return [f"{RP['table']}.{ext}" for ext in ("csv", "md")] + \
+        [f"{RP[name]}.{ext}" for name in ("figure", "curves") for ext in ("png", "pdf")] + [RP["section"]]
+
+
+def regime_section_input():
+    """The report includes the regime section once `snakemake regime` has written it (an input only then: `all`
+    never trains the experiment; a later report run picks the section up, being older than it)."""
+    return {"regime_section": RP["section"]} if REGIME.runs and os.path.isfile(RP["section"]) else {}
+
+
+def regime_section_option(wildcards, input):
+    return f"--regime-section {input.regime_section}" if "regime_section" in input.keys() else ""
