@@ -47,6 +47,7 @@ import torch.nn.functional as F
 from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 
+from retinanet import preemption
 from retinanet.coco_json import DataError, load_coco_json
 from retinanet.config import ConfigError, DataConfig, RunConfig
 from retinanet.sampler import TrainBatchSampler
@@ -348,7 +349,8 @@ def build_train_loader(cfg: RunConfig, dataset: CocoDetection, *, world_size: in
                                 groups=dataset.aspect_groups() if cfg.data.aspect_grouping else None)
     return DataLoader(dataset, batch_sampler=sampler, num_workers=cfg.data.num_workers,
                       collate_fn=_Collate(cfg.data.size_divisibility), pin_memory=pin_memory,
-                      generator=torch.Generator().manual_seed(cfg.seed))
+                      generator=torch.Generator().manual_seed(cfg.seed),
+                      worker_init_fn=preemption.worker_stop_signals)  # a job's SIGTERM is for the main process
 
 
 def build_test_loader(cfg: RunConfig, dataset: CocoDetection, batch_size: int | None = None) -> DataLoader:

@@ -5,10 +5,12 @@ Two jobs on one folder (a second Snakemake instance, a SLURM job requeued while 
 the lock (:func:`hold`) before it reads the folder; a second job is refused with :class:`RunBusyError`, naming the
 folder and the holder's pid, host, SLURM job id and start time (written into the lock file).
 
-The lock is ``fcntl.flock`` on an open file: the kernel releases it when the holder's process ends, however it
-ends (SIGKILL, a node's time limit), so there is never a stale lock to clean up. On NFS, Linux emulates flock with
-POSIX locks, which work across nodes (a dead node's lock expires with its lease); a file system without lock support
-(Lustre mounted without ``flock``) makes :func:`hold` warn and go on unlocked.
+The lock is a POSIX record lock (``fcntl.lockf``) on an open file: the kernel releases it when the holder's
+process ends, however it ends (SIGKILL, a node's time limit), so there is never a stale lock to clean up. Not
+``flock``: a flock is shared with every process forked while it is held (the data loader's workers), so a worker
+that outlived its main process, or a loader still alive in the process, would keep the folder locked. POSIX locks
+belong to the process and work across nodes on NFS (a dead node's lock expires with its lease); a file system
+without lock support (Lustre mounted without ``flock``/``localflock``) makes :func:`hold` warn and go on unlocked.
 """
 
 from __future__ import annotations
@@ -52,8 +54,8 @@ def _take(out: Path) -> IO[str] | None:
     out.mkdir(parents=True, exist_ok=True)
     f = open(out / LOCK, "a+")  # not "w": the holder's content must stay readable until we hold the lock
     try:
-        fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
+        fcntl.lockf(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except (BlockingIOError, PermissionError):  # EAGAIN or EACCES: held by another process
         f.seek(0)
         text = f.read()
         f.close()

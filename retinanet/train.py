@@ -13,7 +13,9 @@ RUNDIR after a run::
     snapshots/             with solver.snapshot_period: the weights every N iterations, kept (retinanet.snapshots)
     job.lock               held by the training job's rank 0 while it runs (retinanet.run_lock)
     run.json               the run's identity (retinanet.identity) and, once finished, a copy of its result
-    result.json            written last: {"status": "completed" | "diverged", "iteration", "wall_s", "batch", ...}
+    attempts.json          every training job on the run: host, iterations, seconds, how it ended (retinanet.attempts)
+    result.json            written last: {"status": "completed" | "diverged", "iteration", "wall_s" (summed over
+                           the attempts), "attempts", "batch", ...}
 
 One optimizer step = ``accumulation_steps`` forward/backward passes of ``images_per_process`` images on each of
 ``world_size`` processes (:func:`retinanet.solver.plan_batch`). The model normalizes its loss (``loss.normalizer``);
@@ -30,6 +32,10 @@ restored from ``checkpoints/last.pt``; the data order and augmentation are a fun
 (:class:`retinanet.sampler.TrainBatchSampler`), so on CPU a killed and resumed run ends bitwise equal to an
 uninterrupted one. The checkpoint holds every process's RNG states, so a run also resumes on another number of
 processes (a rank without a saved state is seeded from (seed, iteration, rank)).
+
+Stopping (:mod:`retinanet.preemption`): on SIGTERM or SIGUSR1, and shortly before a SLURM job's time limit, every
+process finishes the current iteration, the checkpoint is saved and the process exits with status 75
+(:data:`retinanet.preemption.RETRY_EXIT`); Snakemake retries the job, which resumes there.
 
 A finished run is reused when its identity (scientific config and input files, :mod:`retinanet.identity`) is
 unchanged, whatever its operational fields (data root, workers, checkpoint period...); another identity retrains,
@@ -52,7 +58,7 @@ import torch
 import yaml
 from tqdm import tqdm
 
-from retinanet import atomic, checkpoint, distributed, identity, provenance, run_lock, run_record
+from retinanet import atomic, attempts, checkpoint, distributed, identity, preemption, provenance, run_lock, run_record
 from retinanet.config import ConfigError, RunConfig, load, to_dict
 from retinanet.data import build_dataset, build_train_loader, check_num_classes, check_train_images
 from retinanet.model import build_model
@@ -116,12 +122,14 @@ def train(cfg: RunConfig, out_dir: str | Path, *, resume: bool = False) -> dict[
     info, device = distributed.init(cfg.device)
     try:
         with run_lock.hold(Path(out_dir)) if info.is_main else contextlib.nullcontext():
-            return _train(cfg, Path(out_dir), resume, info, device)
+            with preemption.StopRequest() as stop:
+                return _train(cfg, Path(out_dir), resume, info, device, stop)
     finally:
         distributed.shutdown()
 
 
-def _train(cfg: RunConfig, out: Path, resume: bool, info: distributed.DistInfo, device: torch.device) -> dict:
+def _train(cfg: RunConfig, out: Path, resume: bool, info: distributed.DistInfo, device: torch.device,
+           stop: preemption.StopRequest) -> dict:
     t_start = time.perf_counter()
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
@@ -174,6 +182,10 @@ def _train(cfg: RunConfig, out: Path, resume: bool, info: distributed.DistInfo, 
             device, world_size=info.world_size, batch=plan.to_dict(), precision=cfg.precision,
             channels_last=cfg.channels_last, threads=torch.get_num_threads(), resumed_from=start_iter, data=report))
         _truncate_log(out / LOG, start_iter)
+        attempt = attempts.Attempt(out, start_iter, info.world_size, started=t_start)
+        at, why = preemption.deadline()
+        print(f"train: stop time: {time.ctime(at) if at else 'none'} ({why})", file=sys.stderr, flush=True)
+        timer = preemption.arm_deadline(at) if at is not None else None
     distributed.barrier()
 
     ddp = distributed.wrap(model, info, device)
@@ -192,7 +204,7 @@ def _train(cfg: RunConfig, out: Path, resume: bool, info: distributed.DistInfo, 
     for it in range(start_iter, iterations):
         lr = schedule.apply(optimizer, it)
         optimizer.zero_grad(set_to_none=True)
-        sums = torch.zeros(4, dtype=torch.float64, device=device)  # loss_cls, loss_box, num_fg, non-finite flag
+        sums = torch.zeros(5, dtype=torch.float64, device=device)  # loss_cls, loss_box, num_fg, non-finite, stop
         for step in range(plan.accumulation_steps):
             images, targets, _ = next(batches)
             images, targets = to_device(images, targets, device, channels_last=cfg.channels_last)
@@ -205,6 +217,7 @@ def _train(cfg: RunConfig, out: Path, resume: bool, info: distributed.DistInfo, 
             sums[:3] += torch.stack([losses["loss_cls"].detach(), losses["loss_box"].detach(),
                                      losses["num_fg"].detach()]).double()
         sums[3] = (~torch.isfinite(sums[:2])).any().double()
+        sums[4] = float(stop.requested)
         distributed.all_reduce_sum(sums)
         if sums[3].item() > 0:
             status, stop_iter = "diverged", it + 1
@@ -231,7 +244,8 @@ def _train(cfg: RunConfig, out: Path, resume: bool, info: distributed.DistInfo, 
                 with open(out / LOG, "a") as f:
                     f.write(json.dumps(record) + "\n")
             window, t_window = [], now
-        if done % cfg.solver.checkpoint_period == 0 and done < iterations:
+        stopping = sums[4].item() > 0 and done < iterations  # a signal on any rank: all stop after this step
+        if (done % cfg.solver.checkpoint_period == 0 or stopping) and done < iterations:
             if not _params_finite(model):  # never checkpoint non-finite weights
                 status, stop_iter = "diverged", done
                 break
@@ -239,6 +253,7 @@ def _train(cfg: RunConfig, out: Path, resume: bool, info: distributed.DistInfo, 
             if info.is_main:
                 _save_state(out / LAST, model, optimizer, schedule, scaler, done, cfg, rng,
                             wall_before + time.perf_counter() - t_start)
+                attempt.record(done)
         if done in snapshots:  # weights kept for AP-against-iteration curves
             if not _params_finite(model):
                 status, stop_iter = "diverged", done
@@ -246,13 +261,26 @@ def _train(cfg: RunConfig, out: Path, resume: bool, info: distributed.DistInfo, 
             if info.is_main:
                 checkpoint.save({"model": model.state_dict(), "config": to_dict(cfg), "iteration": done},
                                 snapshot_path(out, done))
+        if stopping:
+            status, stop_iter = "stopped", done
+            break
     bar.close()
+    if info.is_main and timer is not None:
+        timer.cancel()
+    if status == "stopped":
+        signal_name = stop.signal_name or "a signal to another process"
+        if info.is_main:
+            attempt.record(stop_iter, end=f"stopped by {signal_name}")
+        distributed.barrier()
+        raise preemption.Stopped(signal_name, stop_iter)
 
     if status == "completed" and not _params_finite(model):
         status = "diverged"
-    wall_s = wall_before + time.perf_counter() - t_start
-    result = {"status": status, "iteration": stop_iter, "wall_s": wall_s, "batch": plan.to_dict(),
-              "precision": cfg.precision, "channels_last": cfg.channels_last}
+    wall_s, tries = wall_before + time.perf_counter() - t_start, 1
+    if info.is_main:  # the run's time over every attempt (retinanet.attempts)
+        wall_s, tries = attempt.record(stop_iter, end=status), attempt.entry["attempt"]
+    result = {"status": status, "iteration": stop_iter, "wall_s": wall_s, "attempts": tries,
+              "batch": plan.to_dict(), "precision": cfg.precision, "channels_last": cfg.channels_last}
     if info.is_main:
         if status == "completed":
             checkpoint.save({"model": model.state_dict(), "config": to_dict(cfg), "iteration": iterations},
@@ -277,8 +305,8 @@ def _prepare(out: Path, cfg: RunConfig, ident: dict, resume: bool) -> run_record
     else:
         decision = run_record.Decision("fresh", f"training {out} from scratch (--resume no)")
     print(f"train: {decision.message}", file=sys.stderr, flush=True)
-    if decision.action == "fresh":
-        for name in (RESULT, FINAL, LAST, LOG):
+    if decision.action == "fresh":  # a restart of the same run keeps its attempts: their time was spent on it
+        for name in (RESULT, FINAL, LAST, LOG) + (() if resume else (attempts.FILE,)):
             (out / name).unlink(missing_ok=True)
     if decision.action == "reuse":
         atomic.write_text(out / CONFIG, yaml.safe_dump(to_dict(cfg), sort_keys=False))
@@ -347,7 +375,11 @@ def add_command(subparsers: argparse._SubParsersAction) -> None:
 
 def _main(args: argparse.Namespace) -> int:
     cfg = load(args.config, parse_overrides(args.set))
-    train(cfg, args.out, resume=args.resume == "auto")
+    try:
+        train(cfg, args.out, resume=args.resume == "auto")
+    except preemption.Stopped as exc:
+        print(f"train: {exc}", file=sys.stderr, flush=True)
+        return preemption.RETRY_EXIT
     return 0
 
 

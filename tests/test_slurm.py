@@ -11,6 +11,7 @@ needs (docs/slurm.md): `slurm-status-command: squeue` (no accounting database, s
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -172,3 +173,34 @@ def test_paper_profile_gpu_requests_are_allocated(tmp_path: Path):
     log = (tmp_path / "work" / "smoke" / "logs" / "train" / "r101-600-fl-g2-a0.25-s0.log").read_text()
     assert "launch:" in log and "torch.distributed.run" not in log  # no GPU visible: one process
     assert f"launch: warning: the SLURM job asked for {paper['train']['gpu']} GPUs but this process sees 0" in log
+
+
+@pytest.mark.skipif(not _engine_ready(), reason="the retinanet engine or analysis/report.py is not there yet")
+def test_a_train_job_stopped_before_its_time_limit_is_retried_and_resumes(tmp_path: Path):
+    """retinanet/preemption.py through the SLURM plugin: each train job reads its end time with squeue from inside
+    the job step and stops that long before it (here a margin longer than the job, so at once: after one iteration),
+    saves the checkpoint and exits 75; Snakemake retries train (preemptible-retries 3 in slurm/config.yaml) and the
+    next job resumes. 3 iterations: 3 jobs, the last one completes. The run's history log keeps every job's section
+    and result.json's wall time adds up the attempts."""
+    rid = "r50-600-fl-g2-a0.25-s0"
+    (tmp_path / "three.yaml").write_text("base: {solver: {iterations: 3, checkpoint_period: 1000}}\n")
+    cpu = yaml.safe_load((ROOT / "profiles" / "cpu" / "config.yaml").read_text())["set-resources"]
+    env = {**_env(), "RETINANET_STOP_MARGIN_S": "36000"}
+    cmd = [*SNAKEMAKE, "-s", str(ROOT / "Snakefile"), "-d", str(tmp_path), "--profile", str(ROOT / "slurm"),
+           "--workflow-profile", str(test_profile(tmp_path, resources=cpu)), "--configfile",
+           str(tmp_path / "three.yaml"), "--config", "scale=smoke", "--", f"work/smoke/runs/{rid}/result.json"]
+    res = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=900, env=env)
+    assert res.returncode == 0, res.stderr[-5000:]
+    jobs = _submitted(res.stderr)["train"]
+    run = tmp_path / "work" / "smoke" / "runs" / rid
+    attempts = json.loads((run / "attempts.json").read_text())
+    assert [a["end"] for a in attempts][-1] == "completed" and len(attempts) == len(jobs) >= 2
+    assert all(a["end"] == "stopped by SIGUSR1" for a in attempts[:-1])
+    assert [a["slurm_job_id"] for a in attempts] == [str(j) for j in jobs]
+    assert [a["from_iteration"] for a in attempts[1:]] == [a["to_iteration"] for a in attempts[:-1]]
+    result = json.loads((run / "result.json").read_text())
+    assert result["iteration"] == 3 and result["attempts"] == len(jobs)
+    assert result["wall_s"] == pytest.approx(sum(a["seconds"] for a in attempts))
+    history = (tmp_path / "work" / "smoke" / "logs" / "train" / f"{rid}.history.log").read_text()
+    assert [f"SLURM job {j}" in history for j in jobs] == [True] * len(jobs)
+    assert history.count("exit 75 to be retried") == len(jobs) - 1

@@ -307,6 +307,8 @@ def test_rerunning_the_dag_retrains_a_finished_run_only_for_a_scientific_change(
 
     assert TRAIN_JOB.search(smk(options=("--forcerun", "train")))
     assert "reusing finished run" in job_log.read_text()
+    history = job_log.with_name(f"{rid}.history.log").read_text()  # every job's section, appended
+    assert history.count("== train job ") == 2 and "reusing finished run" in history
     assert (run / "model_final.pt").stat().st_mtime_ns == final
 
     (work / "science.yaml").write_text("base: {model: {fpn_channels: 8}}\n")

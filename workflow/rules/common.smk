@@ -73,6 +73,11 @@ def operational_options(wildcards, input):
     return " ".join(f"--set {shlex.quote(option)}" for option in runtime_options(run_of(wildcards.rid)))
 
 
+def train_history(wildcards):
+    """The run's training log over all its jobs (appended; the rule's log holds the last job's only)."""
+    return f"{W}/logs/train/{wildcards.rid}.history.log"
+
+
 def job_gpus(wildcards, resources):
     """GPUs the job asked for (profile resource ``gpu``; 0 when unset), passed to the launcher: train's torchrun
     starts one process per GPU, and inside SLURM seeing fewer GPUs than this is an error."""
@@ -180,16 +185,19 @@ def figure_source(wildcards, input):
     return f"--study {input.study}" if "study" in input.keys() else ""
 
 
-def benchmark_files():
-    """Snakemake's benchmark records (wall seconds per job) of every training and evaluation job."""
-    return [f"{W}/benchmarks/{stage}/{rid}.tsv" for stage in ("train", "evaluate") for rid in sorted(STUDY.runs)]
+def wall_time_files():
+    """Where the report reads the jobs' wall time: each training run's result.json (``wall_s``, summed over every
+    job that worked on the run, retinanet/attempts.py; a retried or requeued run's benchmark record holds only its
+    last job, and a reused run's only the reuse) and the evaluation jobs' benchmark records."""
+    return ([P["result"].format(rid=rid) for rid in sorted(STUDY.runs)]
+            + [f"{W}/benchmarks/evaluate/{rid}.tsv" for rid in sorted(STUDY.runs)])
 
 
 def report_inputs(wildcards):
     """The report reads every table and figure, every run's outputs (through the manifest), the jobs' wall
-    times (their benchmark records) and the anchor statistics of its imbalance section (imbalance.smk)."""
+    times (:func:`wall_time_files`) and the anchor statistics of its imbalance section (imbalance.smk)."""
     return {"study": P["manifest"], "tables": table_outputs(), "figures": figure_outputs(),
-            "runs": all_run_outputs(wildcards), "wall": benchmark_files(), **imbalance_inputs(),
+            "runs": all_run_outputs(wildcards), "wall": wall_time_files(), **imbalance_inputs(),
             **regime_section_input()}
 
 

@@ -21,7 +21,9 @@ rule run_config:
 rule train:
     """python -m retinanet train; under torchrun with one process per GPU when the job has several GPUs. A
     requeued or retried job resumes from the run's last checkpoint (--resume auto), a rerun job reuses the finished
-    run of the same identity (docs/study.md, "Rerunning safely"). result.json is written last."""
+    run of the same identity (docs/study.md, "Rerunning safely"). Before the SLURM time limit, and on SIGTERM, the
+    job saves a checkpoint and exits 75 to be retried (retinanet/preemption.py; the workflow profiles retry train
+    3 times). result.json is written last."""
     input:
         unpack(train_inputs),
     output:
@@ -33,14 +35,20 @@ rule train:
     params:
         run_dir=run_dir,
         operational=operational_options,
+        history=train_history,
         gpus=job_gpus,
         cpus=slurm_cpus,
     threads: config["job_threads"]
     conda:
         "../../environment.yml"
+    # Snakemake deletes {log} before each job, so every job's output also goes to the run's history log, appended
+    # (one section per job: a stopped, retried or requeued run has several). tee ignores the SIGTERM that SLURM
+    # sends every process, so the training process can still log while it saves its checkpoint.
     shell:
+        "{{ echo \"== train job $(date '+%F %T %Z') on $(hostname), SLURM job ${{SLURM_JOB_ID:-none}}\"; "
         "python -m workflow.scripts.launch --gpus {params.gpus} --threads {threads} --slurm-cpus {params.cpus} -- "
-        "train --config {input.config} {params.operational} --out {params.run_dir} --resume auto > {log} 2>&1"
+        "train --config {input.config} {params.operational} --out {params.run_dir} --resume auto; }} 2>&1 "
+        "| (trap '' TERM USR1; exec tee -a {params.history}) > {log}"
 
 
 rule evaluate:
