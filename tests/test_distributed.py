@@ -61,8 +61,9 @@ def test_two_gloo_processes_match_one_process_with_accumulation(tmp_path):
 
 
 def test_a_run_checkpointed_by_two_processes_resumes_on_one(tmp_path):
-    """A run killed after a checkpoint of its 2 gloo processes resumes in 1 process (2 accumulation steps, rank 0's
-    RNG state) and ends where an uninterrupted 1-process run ends (to DDP's rounding, as above)."""
+    """A run of 2 gloo processes stopped by SIGTERM to torchrun (which passes it on to its workers, each in its own
+    session; they save the checkpoint and exit) resumes in 1 process (2 accumulation steps, rank 0's RNG state)
+    and ends where an uninterrupted 1-process run ends (to DDP's rounding, as above)."""
     write_coco(tmp_path / "data", num_images=6, seed=4)
     cfg = tiny_config(tmp_path / "data", {"solver": {"batch_size": 4, "reference_batch": 4, "iterations": 10,
                                                      "checkpoint_period": 2, "log_period": 1}})
@@ -73,14 +74,15 @@ def test_a_run_checkpointed_by_two_processes_resumes_on_one(tmp_path):
         proc = subprocess.Popen([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node",
                                  "2", "-m", "retinanet", "train", "--config", str(config_file), "--out", str(run),
                                  "--resume", "auto"], cwd=REPO, env={**os.environ, "OMP_NUM_THREADS": "1"},
-                                stdout=log, stderr=log, start_new_session=True)
+                                stdout=log, stderr=log)
         deadline = time.monotonic() + 300
         while not last.exists() and proc.poll() is None and time.monotonic() < deadline:
             time.sleep(0.005)
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait()
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=120)
     state = checkpoint.load(last)
     assert len(state["rng"]["ranks"]) == 2 and 0 < state["iteration"] < 10, (tmp_path / "ddp.log").read_text()
+    assert "exit 75 to be retried" in (tmp_path / "ddp.log").read_text()
 
     result = train(cfg, run, resume=True)
     assert result["status"] == "completed" and result["batch"]["world_size"] == 1
