@@ -1,6 +1,5 @@
 # Input and param functions of imbalance.smk (the anchor statistics of the report's imbalance section).
 
-from retinanet.anchor_stats import split_annotations
 from retinanet.config import DataConfig
 from workflow.study import run_id
 
@@ -53,6 +52,8 @@ def anchor_stats_inputs(wildcards):
 def run_train_annotations(wildcards):
     """The training annotation file of the run (its resolved config's data root and path): anchor-stats reads it
     and nothing else of the dataset."""
+    from retinanet.anchor_stats import split_annotations  # imports torch: only where an anchor_stats job is built
+
     return str(split_annotations(run_of(wildcards.rid), train_split=True))
 
 
