@@ -8,7 +8,8 @@ finished state must also live in a file it does not own. Without the record a re
 iteration 0 and deleted ``model_final.pt``.
 
 A folder from before the record existed (``config.resolved.yaml`` but no ``run.json``) is judged by its resolved
-config's scientific fields; its result is taken from ``result.json`` when that is still there.
+config's scientific fields; its result is taken from ``result.json`` or, where Snakemake has deleted that before
+rerunning the job, rebuilt by the caller's ``recover`` from the folder's other files.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -56,9 +58,10 @@ def write(out: Path, ident: dict, result: dict[str, Any] | None) -> None:
     atomic.write_json(out / RECORD, {"fingerprint": fingerprint(ident), "identity": ident, "result": result})
 
 
-def _legacy(out: Path, config: str, result: str) -> dict[str, Any] | None:
+def _legacy(out: Path, config: str, result: str,
+            recover: Callable[[Path], dict[str, Any] | None] | None) -> dict[str, Any] | None:
     """A record for a folder written before ``run.json``: its resolved config's scientific fields (no input
-    digests) and ``result.json`` if it says the run finished."""
+    digests) and ``result.json`` if it says the run finished, else what ``recover(out)`` rebuilds."""
     if not (out / config).is_file():
         return None
     try:
@@ -72,20 +75,23 @@ def _legacy(out: Path, config: str, result: str) -> dict[str, Any] | None:
             done = data if isinstance(data, dict) and data.get("status") in FINISHED else None
         except (json.JSONDecodeError, UnicodeDecodeError):
             done = None
+    if done is None and recover is not None:
+        done = recover(out)
     return {"identity": {"config": old, "inputs": None}, "result": done}
 
 
 def decide(out: Path, ident: dict, *, final: str, checkpoint: str, config: str, result: str,
-           keep: tuple[str, ...] = ()) -> Decision:
+           keep: tuple[str, ...] = (), recover: Callable[[Path], dict[str, Any] | None] | None = None) -> Decision:
     """What to do with run folder ``out`` for a run of identity ``ident`` (``final``, ``checkpoint``, ``config``,
     ``result``: the file names of the trained weights, the training state, the resolved config and the result;
-    ``keep``: names that stay in the folder when it is retired).
+    ``keep``: names that stay in the folder when it is retired; ``recover``: a finished run's result rebuilt from
+    its folder, for folders from before the record whose ``result.json`` is gone).
 
     Same identity: ``reuse`` when the record holds a result (and, for a completed run, ``final`` exists),
     ``resume`` when ``checkpoint`` exists, else ``fresh``. Another identity: the folder's content is retired to
     ``<out>.previous`` (:func:`retire`) and the decision is ``fresh``, its message naming the changed fields.
     """
-    previous = read(out) or _legacy(out, config, result)
+    previous = read(out) or _legacy(out, config, result, recover)
     if previous is None:
         return Decision("fresh", f"new run in {out}")
     changed = differences(previous["identity"], ident)

@@ -294,6 +294,27 @@ def _train(cfg: RunConfig, out: Path, resume: bool, info: distributed.DistInfo, 
     return result
 
 
+def _recovered_result(out: Path) -> dict[str, Any] | None:
+    """The result of a run completed before ``run.json`` existed whose ``result.json`` Snakemake deleted before
+    rerunning the job: the iteration from ``model_final.pt``, the batch plan from ``provenance.json``, the wall time
+    from ``log.jsonl`` (logged seconds per iteration: training only). None if a file is missing or incomplete."""
+    try:
+        final = checkpoint.load(out / FINAL)
+        prov = json.loads((out / PROVENANCE).read_text())
+        wall, done = 0.0, 0
+        for line in (out / LOG).read_text().splitlines():
+            record = json.loads(line)
+            wall, done = wall + record["s_per_iter"] * (record["iteration"] - done), record["iteration"]
+        cfg = final["config"]
+        if done != final["iteration"]:
+            return None
+        return {"status": "completed", "iteration": done, "wall_s": wall, "batch": prov["batch"],
+                "precision": cfg["precision"], "channels_last": cfg["channels_last"],
+                "recovered": "from model_final.pt, provenance.json and log.jsonl (wall_s: logged training time)"}
+    except (checkpoint.CheckpointError, OSError, ValueError, KeyError, TypeError):
+        return None
+
+
 def _prepare(out: Path, cfg: RunConfig, ident: dict, resume: bool) -> run_record.Decision:
     """Rank 0, before any rank reads the folder: reuse, resume or start the run in ``out`` (``--resume no``:
     always from scratch). A reused run gets its ``result.json`` back (Snakemake deletes it before rerunning a job)
@@ -301,7 +322,7 @@ def _prepare(out: Path, cfg: RunConfig, ident: dict, resume: bool) -> run_record
     out.mkdir(parents=True, exist_ok=True)
     if resume:
         decision = run_record.decide(out, ident, final=FINAL, checkpoint=LAST, config=CONFIG, result=RESULT,
-                                     keep=(run_lock.LOCK,))
+                                     keep=(run_lock.LOCK,), recover=_recovered_result)
     else:
         decision = run_record.Decision("fresh", f"training {out} from scratch (--resume no)")
     print(f"train: {decision.message}", file=sys.stderr, flush=True)

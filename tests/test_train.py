@@ -229,3 +229,11 @@ def test_a_run_folder_from_before_the_run_record_is_reused(tmp_path, capsys):
                  resume=True) == result
     assert "reusing finished run" in capsys.readouterr().err and _mtime(run / "model_final.pt") == final
     assert json.loads((run / "run.json").read_text())["result"] == result
+    # and where Snakemake deleted result.json before rerunning the job, the result is rebuilt from the folder
+    (run / "run.json").unlink()
+    (run / "result.json").unlink()
+    recovered = train(cfg, run, resume=True)
+    assert _mtime(run / "model_final.pt") == final
+    assert {k: recovered[k] for k in ("status", "iteration", "batch")} == {k: result[k] for k in
+                                                                          ("status", "iteration", "batch")}
+    assert 0 < recovered["wall_s"] <= result["wall_s"] and "recovered" in recovered
