@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import colorsys
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -163,17 +164,12 @@ def family_colour(rng: np.random.Generator, family: int, num_classes: int, under
     saturation and value in :data:`FAMILY_SATURATION` and :data:`FAMILY_VALUE`."""
     half = 0.5 * FAMILY_HUE_SPREAD * 360.0 / num_families(num_classes)
     centre = family_hue(family, num_classes)
-    best, best_d = under, -1.0
-    for _ in range(8):
+
+    def draw() -> np.ndarray:
         hue = (centre + rng.uniform(-half, half)) % 360.0
-        c = 255.0 * np.asarray(colorsys.hsv_to_rgb(hue / 360.0, rng.uniform(*FAMILY_SATURATION),
-                                                   rng.uniform(*FAMILY_VALUE)))
-        d = float(np.linalg.norm(c - under))
-        if d >= min_contrast:
-            return c
-        if d > best_d:
-            best, best_d = c, d
-    return best
+        return 255.0 * np.asarray(colorsys.hsv_to_rgb(hue / 360.0, rng.uniform(*FAMILY_SATURATION),
+                                                      rng.uniform(*FAMILY_VALUE)))
+    return _contrasting(draw, under, min_contrast)
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -339,17 +335,23 @@ def _fill(rng: np.random.Generator, colour: np.ndarray, h: int, w: int) -> np.nd
     return base * rng.uniform(0.75, 1.0, size=(h, w, 1))
 
 
-def _colour(rng: np.random.Generator, under: np.ndarray, min_contrast: float) -> np.ndarray:
-    """A random colour at least ``min_contrast`` from ``under`` (RGB), or the farthest of a few tries."""
+def _contrasting(draw: Callable[[], np.ndarray], under: np.ndarray, min_contrast: float) -> np.ndarray:
+    """The first of up to 8 colours from ``draw`` at least ``min_contrast`` from ``under`` (RGB), else the
+    farthest of them."""
     best, best_d = under, -1.0
     for _ in range(8):
-        c = rng.uniform(0, 255, size=3)
+        c = draw()
         d = float(np.linalg.norm(c - under))
         if d >= min_contrast:
             return c
         if d > best_d:
             best, best_d = c, d
     return best
+
+
+def _colour(rng: np.random.Generator, under: np.ndarray, min_contrast: float) -> np.ndarray:
+    """A random colour at least ``min_contrast`` from ``under`` (RGB), or the farthest of a few tries."""
+    return _contrasting(lambda: rng.uniform(0, 255, size=3), under, min_contrast)
 
 
 def _paint(img: np.ndarray, rng: np.random.Generator, polys: list, box: np.ndarray, spec: DatasetSpec,
