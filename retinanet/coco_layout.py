@@ -4,8 +4,10 @@ The paper trains on ``trainval35k`` and ablates on ``minival``; COCO 2017's ``tr
 same images. Nothing is downloaded here: the check says exactly which file or folder is missing and the commands
 that get it. Paths default to :class:`retinanet.config.DataConfig`'s (relative to the root unless absolute).
 
-Checked: each image folder exists and holds the split's number of images (an interrupted unzip is caught), each
-annotation file exists and is not empty (it is not parsed: the training file is 450 MB). On success a JSON report
+Checked: each image folder exists and holds the split's number of images (an interrupted unzip is caught; COCO
+2017's counts unless ``--train-count`` / ``--val-count`` say otherwise, as for the paper rehearsal's tiny copy of the
+layout, config/rehearsal.yaml), each annotation file exists and is not empty (it is not parsed: the training file is
+450 MB). On success a JSON report
 is written (``--out``, atomically) and the exit code is 0; otherwise one ``error:`` line lists every problem.
 """
 
@@ -50,7 +52,8 @@ def _count_images(folder: Path) -> int:
 
 def check(root: str | Path, data: DataConfig | None = None, *, min_images: dict[str, int] | None = None) -> dict:
     """Inspect the layout under ``root``. Returns ``{"root", "ok", "items": [{role, path, status, ...}],
-    "problems": [str], "fix": [shell commands]}``; ``min_images`` overrides the expected counts by role (tests)."""
+    "problems": [str], "fix": [shell commands]}``; ``min_images`` overrides the expected counts by role (a
+    rehearsal's or a test's tiny layout)."""
     data = data or DataConfig()
     root = Path(root)
     items, problems, archives = [], [], []
@@ -96,6 +99,10 @@ def add_command(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--train-annotations", default=d.train_annotations, help="data.train_annotations")
     p.add_argument("--val-images", default=d.val_images, help="data.val_images")
     p.add_argument("--val-annotations", default=d.val_annotations, help="data.val_annotations")
+    p.add_argument("--train-count", type=int, default=None, metavar="N",
+                   help="images train2017 must hold (default COCO 2017's 118287)")
+    p.add_argument("--val-count", type=int, default=None, metavar="N",
+                   help="images val2017 must hold (default COCO 2017's 5000)")
     p.add_argument("--out", default=None, help="write the JSON report here when the layout is complete")
     p.set_defaults(func=_main)
 
@@ -107,7 +114,9 @@ class CocoLayoutError(ValueError):
 def _main(args: argparse.Namespace) -> int:
     data = DataConfig(root=args.root, train_images=args.train_images, train_annotations=args.train_annotations,
                       val_images=args.val_images, val_annotations=args.val_annotations)
-    report = check(args.root, data)
+    counts = {role: n for role, n in (("train images", args.train_count), ("val images", args.val_count))
+              if n is not None}
+    report = check(args.root, data, min_images=counts)
     for item in report["items"]:
         extra = f" ({item['images']} images)" if "images" in item else ""
         print(f"{item['status']:>10}  {item['role']}: {item['path']}{extra}")

@@ -123,8 +123,21 @@ def coco_paths(wildcards, output):
     Snakemake does not track them: a moved dataset reruns neither check_coco nor, through its output, every train
     job; the train and evaluate jobs name a missing root themselves."""
     data = next(iter(STUDY.runs.values())).data
+    counts = config["dataset"].get("images") or {}  # default: COCO 2017's counts (a rehearsal's tiny copy: its own)
     return (f"--root {data.root} --train-images {data.train_images} --train-annotations {data.train_annotations} "
-            f"--val-images {data.val_images} --val-annotations {data.val_annotations}")
+            f"--val-images {data.val_images} --val-annotations {data.val_annotations}"
+            + "".join(f" --{split}-count {counts[split]}" for split in ("train", "val") if split in counts))
+
+
+def weights_url(wildcards, output):
+    """``--url`` of fetch_weights where the scale names one (``weights.url``, ``{depth}`` replaced; a local path is
+    made a file:// URL, relative to the working directory), else nothing (the published file). Derived from
+    ``output``, so untracked: another mirror of the same file refetches nothing."""
+    url = config["weights"].get("url")
+    if not url:
+        return ""
+    url = url.format(depth=wildcards.depth)
+    return f"--url {shlex.quote(url if '://' in url else Path(url).resolve().as_uri())}"
 
 
 def manifest_content(wildcards):

@@ -50,13 +50,14 @@ if config["weights"]["source"] in ("msra", "torchvision"):
             f"{config['weights']['cache']}/logs/resnet{{depth}}.log",
         params:
             source=config["weights"]["source"],
+            url=weights_url,
         localrule: True
         retries: 2
         conda:
             "../../environment.yml"
         shell:
-            "python -m workflow.scripts.fetch_weights --source {params.source} --depth {wildcards.depth} --out {output} "
-            "> {log} 2>&1"
+            "python -m workflow.scripts.fetch_weights --source {params.source} --depth {wildcards.depth} {params.url} "
+            "--out {output} > {log} 2>&1"
 
 elif config["weights"]["source"] == "pretrain":
 

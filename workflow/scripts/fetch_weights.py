@@ -14,6 +14,7 @@ cache never holds a partial or corrupt file.
 
     python workflow/scripts/fetch_weights.py --source msra --depth 50 --out work/weights/resnet50-msra.pth
     python workflow/scripts/fetch_weights.py --source msra --url file:///path/R-50.pkl --out ...   (no network)
+    python workflow/scripts/fetch_weights.py --source msra --depth 101 --url file:///mirror/R-101.pkl --out ...
     python workflow/scripts/fetch_weights.py --depth 50 --out work/weights/resnet50-imagenet1k-v1.pth
     python workflow/scripts/fetch_weights.py --url file:///path/resnet50-0676ba61.pth --out ...   (tests, mirrors)
 """
@@ -92,12 +93,14 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--source", choices=("torchvision", "msra"), default="torchvision",
                         help="torchvision's IMAGENET1K_V1 weights, or Detectron's MSRA R-<depth>.pkl, converted")
-    src = parser.add_mutually_exclusive_group(required=True)
-    src.add_argument("--depth", type=int, help="ResNet depth: the source's published weights")
-    src.add_argument("--url", help="explicit URL (mirror, file://); torchvision: its file name carries the hash "
-                     "prefix; msra: the depth comes from the blobs")
+    parser.add_argument("--depth", type=int, help="ResNet depth: the source's published weights; with --url and "
+                        "msra, the depth its blobs must have")
+    parser.add_argument("--url", help="explicit URL (mirror, file://); torchvision: its file name carries the hash "
+                        "prefix; msra: the depth comes from the blobs (checked against --depth if given)")
     parser.add_argument("--out", required=True, help="cache file to write")
     args = parser.parse_args(argv)
+    if args.depth is None and not args.url:
+        parser.error("one of --depth or --url is required")
     try:
         if args.source == "msra":
             url = args.url or caffe2_weights.URL.format(depth=args.depth)
