@@ -22,9 +22,14 @@ def stages(depth: int) -> list[tuple[int, int, int, int]]:
     return [(i + 2, n, mid, out) for i, (n, (mid, out)) in enumerate(zip(BLOCKS[depth], WIDTHS, strict=True))]
 
 
-def msra_blobs(depth: int = 50, seed: int = 0) -> dict[str, np.ndarray]:
+def msra_blobs(depth: int = 50, seed: int = 0, *, stable: bool = False) -> dict[str, np.ndarray]:
     """Every blob of Detectron's R-<depth>.pkl with its shape, random values (He-scaled convs, affine near 1 / 0),
-    plus the blobs the conversion drops (classifier, conv1_b)."""
+    plus the blobs the conversion drops (classifier, conv1_b).
+
+    ``stable``: values a detector can fine-tune from, as it can from the real ImageNet weights: the stem's filters
+    divided by 64 (Detectron's input is BGR 0-255 minus the mean, std ~60) and each residual branch's last affine
+    scale in 0.1-0.3, so that activations stay of order 1 through 33 bottlenecks instead of growing to ~1e5 (where
+    a rehearsal's first steps diverge). Same names and shapes either way."""
     rng = np.random.default_rng(seed)
 
     def conv(out: int, inp: int, k: int) -> np.ndarray:
@@ -34,7 +39,7 @@ def msra_blobs(depth: int = 50, seed: int = 0) -> dict[str, np.ndarray]:
         blobs[f"{name}_bn_s"] = rng.uniform(0.5, 1.5, c).astype(np.float32)
         blobs[f"{name}_bn_b"] = (0.1 * rng.standard_normal(c)).astype(np.float32)
 
-    blobs = {"conv1_w": conv(64, 3, 7)}
+    blobs = {"conv1_w": conv(64, 3, 7) / np.float32(64.0 if stable else 1.0)}
     affine("res_conv1", 64)
     inp = 64
     for stage, n, mid, out in stages(depth):
@@ -46,15 +51,17 @@ def msra_blobs(depth: int = 50, seed: int = 0) -> dict[str, np.ndarray]:
             for branch, shape in (("2a", (mid, inp, 1)), ("2b", (mid, mid, 3)), ("2c", (out, mid, 1))):
                 blobs[f"{p}_branch{branch}_w"] = conv(*shape)
                 affine(f"{p}_branch{branch}", shape[0])
+            if stable:
+                blobs[f"{p}_branch2c_bn_s"] *= np.float32(0.2)
             inp = out
     blobs.update(conv1_b=np.full(64, 1e-9, np.float32), fc1000_w=np.zeros((1000, 2048), np.float32),
                  fc1000_b=np.zeros(1000, np.float32))
     return blobs
 
 
-def write_msra_pickle(path: str | Path, depth: int = 50, seed: int = 0) -> Path:
+def write_msra_pickle(path: str | Path, depth: int = 50, seed: int = 0, *, stable: bool = False) -> Path:
     """Write a fake ``R-<depth>.pkl`` as the published file is pickled (protocol 2, blobs under ``blobs``)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_bytes(pickle.dumps({"blobs": msra_blobs(depth, seed)}, protocol=2))
+    path.write_bytes(pickle.dumps({"blobs": msra_blobs(depth, seed, stable=stable)}, protocol=2))
     return path
