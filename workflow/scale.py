@@ -6,6 +6,7 @@ Pure Python, no Snakemake. The Snakefile and the tests import it.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import yaml
@@ -54,10 +55,16 @@ def load_scale(config: dict, config_dir: str | Path) -> dict:
         raise StudyError("config: 'scale' is missing (one of the files in config/: paper, mini, smoke)")
     path = Path(config_dir) / f"{name}.yaml"
     if not path.is_file():
-        have = sorted(p.stem for p in Path(config_dir).glob("*.yaml") if p.stem != "config")
+        have = sorted(p.stem for p in Path(config_dir).glob("*.yaml") if p.stem != "config" and _is_scale(p))
         raise StudyError(f"config: scale {name!r} has no file {path} (have: {', '.join(have)})")
     base = read_yaml_mapping(path, "scale config", StudyError)
     return merge(base, config)
+
+
+def _is_scale(path: Path) -> bool:
+    """Whether ``path`` defines a scale (its ``scale:`` is its own name), for the list of known scales; an overlay
+    such as config/rehearsal.yaml, passed with ``--configfile`` on top of a scale, is not one."""
+    return re.search(rf"^scale:\s*{re.escape(path.stem)}\s*(#.*)?$", path.read_text(errors="replace"), re.M) is not None
 
 
 def check_config(config: dict, schema_path: str | Path) -> None:
