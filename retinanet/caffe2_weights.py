@@ -29,7 +29,6 @@ The pickle is read with only numpy's array reconstruction allowed: no code from 
 from __future__ import annotations
 
 import argparse
-import hashlib
 import importlib
 import importlib.util
 import pickle
@@ -45,6 +44,7 @@ from torchvision.ops.misc import FrozenBatchNorm2d
 from retinanet import atomic
 from retinanet.backbone import STYLE_KEY
 from retinanet.config import BACKBONE_INPUT
+from retinanet.identity import sha256_file
 
 #: Bottleneck blocks of res2..res5 per depth (Detectron's ``ResNet.py``; MSRA published R-50 and R-101).
 BLOCKS = {50: (3, 4, 6, 3), 101: (3, 4, 23, 3)}
@@ -160,14 +160,6 @@ def convert(blobs: dict[str, np.ndarray], depth: int | None = None, source: str 
     return state
 
 
-def sha256(path: str | Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def convert_file(src: str | Path, out: str | Path, depth: int | None = None) -> dict[str, Any]:
     """Convert the Caffe2 pickle ``src`` and write ``out`` atomically: ``{"model": state_dict, "backbone_style":
     "caffe2", "source": name, "sha256": of src}`` (the style is checked when a backbone loads it). Returns that
@@ -175,7 +167,7 @@ def convert_file(src: str | Path, out: str | Path, depth: int | None = None) -> 
     blobs = read_blobs(src)
     depth = infer_depth(blobs, str(src)) if depth is None else depth
     state = convert(blobs, depth, source=str(src))
-    record = {STYLE_KEY: "caffe2", "source": Path(src).name, "sha256": sha256(src)}
+    record = {STYLE_KEY: "caffe2", "source": Path(src).name, "sha256": sha256_file(src)}
     atomic.write_with(out, lambda f: torch.save({"model": state, **record}, f))
     return {**record, "depth": depth, "tensors": len(state)}
 

@@ -72,11 +72,16 @@ def file_digest(path: str | Path) -> str:
     path = Path(path)
     if not path.is_file():
         return f"missing:{path}"
+    return f"sha256:{sha256_file(path)}"
+
+
+def sha256_file(path: str | Path) -> str:
+    """The SHA-256 hex digest of a file's bytes, read in 4 MiB blocks."""
     h = hashlib.sha256()
     with open(path, "rb") as f:
         for block in iter(lambda: f.read(1 << 22), b""):
             h.update(block)
-    return f"sha256:{h.hexdigest()}"
+    return h.hexdigest()
 
 
 def _in_root(root: str, path: str) -> Path:

@@ -22,7 +22,6 @@ cache never holds a partial or corrupt file.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import re
 import shutil
 import sys
@@ -31,6 +30,7 @@ import urllib.request
 from pathlib import Path
 
 from retinanet import atomic, caffe2_weights
+from retinanet.identity import sha256_file
 
 
 class WeightsError(ValueError):
@@ -55,14 +55,6 @@ def hash_prefix(url: str) -> str:
     return match.group(1)
 
 
-def sha256(path: str | Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def fetch(url: str, out: str | Path) -> str:
     """Download ``url`` (http(s) or file://) to ``out`` atomically after checking its hash prefix; return the
     full SHA-256."""
@@ -70,7 +62,7 @@ def fetch(url: str, out: str | Path) -> str:
     with atomic.atomic_path(out) as tmp:
         with open(tmp, "wb") as dst, urllib.request.urlopen(url, timeout=60) as src:  # noqa: S310
             shutil.copyfileobj(src, dst)
-        digest = sha256(tmp)
+        digest = sha256_file(tmp)
         if not digest.startswith(prefix):
             raise WeightsError(f"{url}: SHA-256 {digest[:16]}... does not start with the published {prefix}")
     return digest
