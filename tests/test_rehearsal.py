@@ -14,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import json
 import shlex
+import signal
 import subprocess
 import sys
 import time
@@ -196,6 +197,23 @@ def _launch_args(job_log: Path) -> list[str]:
 @pytest.mark.slow
 @pytest.mark.skipif(PARTITION is None, reason=REASON)
 def test_paper_rehearsal_through_slurm(tmp_path: Path):
+    """The executed paper DAG through SLURM with a train job requeued mid-run, then the reruns, the lock and the
+    resume on fewer processes (docs/study.md, "Rehearsal"). Prints its wall time; fails over 10 minutes."""
+    started: list[subprocess.Popen] = []
+    try:
+        _rehearse(tmp_path, started)
+    finally:  # a failed assertion leaves no workflow (nor, through its cancellation, SLURM job) behind
+        for proc in started:
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGINT)  # Snakemake cancels its SLURM jobs on an interrupt
+                try:
+                    proc.communicate(timeout=60)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+                    proc.communicate()
+
+
+def _rehearse(tmp_path: Path, started: list[subprocess.Popen]) -> None:
     start = time.monotonic()
     snakefile = _workflow_copy(tmp_path / "wf")
     work = tmp_path / "work"
@@ -208,12 +226,12 @@ def test_paper_rehearsal_through_slurm(tmp_path: Path):
 
     def smk(*args: str, procs: int = 2, configfiles: tuple[str, ...] = (), wait: bool = True):
         env = {**_slurm_env(), "RETINANET_CPU_PROCESSES": str(procs)}
-        cmd = [sys.executable, str(ROOT / "tests" / "snakemake_fast_status.py"), "-s", str(snakefile), "-d", str(work),
-               "--profile",
-               str(ROOT / "slurm"), "--workflow-profile", str(profile), *args, "--configfile", *PAPER, GRID,
-               *configfiles]
+        cmd = [sys.executable, str(ROOT / "tests" / "snakemake_fast_status.py"), "-s", str(snakefile),
+               "-d", str(work), "--profile", str(ROOT / "slurm"), "--workflow-profile", str(profile), *args,
+               "--configfile", *PAPER, GRID, *configfiles]
         proc = subprocess.Popen(cmd, cwd=work, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                                 env=env)
+        started.append(proc)
         if not wait:
             return proc
         out, _ = proc.communicate(timeout=600)
@@ -240,6 +258,7 @@ def test_paper_rehearsal_through_slurm(tmp_path: Path):
         [sys.executable, "-m", "workflow.scripts.launch", "--gpus", "0", "--threads", "2", "--", *args], cwd=work,
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
         env={**_slurm_env(), "RETINANET_CPU_PROCESSES": "2", "PYTHONPATH": str(ROOT)})
+    started.append(uninterrupted)
     out, _ = dag.communicate(timeout=600)
     timings["paper DAG"] = time.monotonic() - t0
     assert dag.returncode == 0, out[-6000:]
