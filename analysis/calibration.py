@@ -92,7 +92,14 @@ def table(workdir: str | Path, anchor_stats: str | Path | None = None,
     for (tid, key), entry in sorted(entries.items()):
         if len(entry.get("metrics", {})) > 1:
             v = seed_values(load_entry(study, entry, f"table {tid}"), "AP")
-            rows.append((f"seed std of AP, Table {tid} {key}", f"{v.std:.2f} (mean {v.mean:.2f}; {v.format_seeds(2)})"))
+            if len(set(v.pretrainings)) > 1:
+                rows.append((f"spread of AP, Table {tid} {key}: all runs; seeds within a pretraining; between "
+                             "pretrainings (std of their means)",
+                             f"{v.std:.2f}; {v.seed_std:.2f}; {v.pretraining_std:.2f} (mean {v.mean:.2f}; "
+                             f"{v.format_seeds(2)})"))
+            else:
+                rows.append((f"seed std of AP, Table {tid} {key}",
+                             f"{v.std:.2f} (mean {v.mean:.2f}; {v.format_seeds(2)})"))
     if anchor_stats is not None:
         a = read_json(anchor_stats, "anchor statistics")
         rows.append(("foreground : all anchors per image",

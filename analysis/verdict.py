@@ -24,9 +24,12 @@ TIME_RATIO = 1.05
 
 RULE_TEXT = (
     f"**Verdict rule.** Each claim is split into contrasts between settings. A contrast compares mean AP over "
-    f"seeds (a diverged run counts as AP 0). With at least 2 seeds on both sides, a difference counts when "
-    f"|Δ| > max({SEED_STD_FACTOR:g} × pooled seed std, {RESOLUTION:g}) where pooled std = sqrt((s_A² + s_B²) / 2); "
-    f"otherwise the two are *equal within seed noise*. With a single seed on either side, a difference counts "
+    f"a setting's runs (a diverged run counts as AP 0): its seeds, and where the study samples the backbone's "
+    f"pretraining (the headline rows with `seeds.pretrainings`), its seeds on each pretraining, so that the spread "
+    f"holds both sources of variance. With at least 2 runs on both sides, a difference counts when "
+    f"|Δ| > max({SEED_STD_FACTOR:g} × pooled std, {RESOLUTION:g}) where pooled std = sqrt((s_A² + s_B²) / 2) and s "
+    f"is the standard deviation over a setting's runs; "
+    f"otherwise the two are *equal within seed noise*. With a single run on either side, a difference counts "
     f"only when |Δ| > {SINGLE_SEED_MARGIN:g} AP, and is *inconclusive* otherwise. Timings are medians of many "
     f"repeats: a model counts as slower when its ms per image is more than {TIME_RATIO:g}× the other's. A claim "
     f"is **reproduced** when all its contrasts go the paper's way, **not reproduced** when any goes against it "

@@ -154,7 +154,7 @@ def target_runs(manifest: dict) -> dict[str, list[str]]:
         out = []
         for entry in entries:
             for cand in entry.get("candidates", [entry]):
-                out += [study.run_id(cand["run"], int(s)) for s in cand["seeds"]]
+                out += study.entry_run_ids(cand)
         return list(dict.fromkeys(out))
 
     tables = manifest["tables"]

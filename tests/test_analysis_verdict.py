@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from analysis.cdf import cdf_at, fraction_for_share, hardest_share, normalized_loss_cdf
+from analysis.seeds import seed_values
 from analysis.verdict import (
     Outcome,
     compare,
@@ -89,3 +90,19 @@ def test_cdf_at_and_hardest_share():
 def test_cdf_rejects_bad_input(bad):
     with pytest.raises(ValueError):
         normalized_loss_cdf(bad)
+
+
+def test_spread_splits_into_seeds_within_a_pretraining_and_between_pretrainings():
+    """Runs keyed by seed on pretraining 0 and ``p<k>-s<seed>`` on replica k (workflow/study.py replicate_key):
+    values 30, 32 on pretraining 0 and 26, 28 on replica 1 (hand-computed)."""
+    v = seed_values({"0": {"AP": 30.0}, "1": {"AP": 32.0}, "p1-s0": {"AP": 26.0}, "p1-s1": {"AP": 28.0}}, "AP")
+    assert v.pretrainings == (0, 0, 1, 1)
+    assert v.seed_std == pytest.approx(math.sqrt(2.0))           # squared deviations 1+1+1+1 over 2 dof
+    assert v.pretraining_std == pytest.approx(math.sqrt(8.0))    # means 31 and 27
+    assert v.std == pytest.approx(math.sqrt(20.0 / 3.0))         # all four runs around 29
+    assert v.format_seeds(1) == "s0 30.0, s1 32.0, p1-s0 26.0, p1-s1 28.0"
+    one = seed_values({"0": {"AP": 30.0}, "1": {"AP": 32.0}}, "AP")
+    assert one.seed_std == pytest.approx(one.std) and math.isnan(one.pretraining_std)
+    # the verdict rule holds a contrast to the spread over all runs, pretraining included
+    assert compare(v.values, [29.0 + 5.0, 29.0 + 5.5]).threshold == pytest.approx(
+        2 * math.sqrt((v.std ** 2 + 0.125) / 2))

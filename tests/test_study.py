@@ -385,3 +385,44 @@ def test_paper_scale_declares_what_still_differs_and_its_report_prints_it():
     cfg = build_study(torchvision).runs[next(iter(build_study(torchvision).runs))]
     assert cfg.model.backbone_style == "torchvision" and cfg.data.input_format == "rgb"
     assert cfg.model.pretrained.endswith("-imagenet1k-v1.pth")
+
+
+def _with_pretrainings(scale_name: str, pretrainings: list[int], **seeds) -> dict:
+    scale = copy.deepcopy(load_scale({"scale": scale_name}, CONFIG))
+    scale["seeds"] = {**scale["seeds"], **seeds, "pretrainings": pretrainings}
+    return scale
+
+
+def test_headline_rows_cross_pretraining_replicas_with_their_seeds():
+    """Issue 18 item 5: a headline row runs every headline seed on each pretraining replica; replica k > 0 starts
+    from its own weights file and has its own run ids and manifest keys; the other rows keep pretraining 0."""
+    base = build_study(load_scale({"scale": "mini"}, CONFIG))
+    scale = _with_pretrainings("mini", [0, 1], headline=[0, 1])
+    study = build_study(scale)
+    (ce,) = [r for r in study.manifest["tables"]["3"] if r["key"] == "loss=CE"]
+    assert ce["seeds"] == [0, 1] and ce["pretrainings"] == [0, 1]
+    assert ce["runs"] == {"0": "r50-600-ce-a0.75-s0", "1": "r50-600-ce-a0.75-s1",
+                          "p1-s0": "r50-600-ce-a0.75-p1-s0", "p1-s1": "r50-600-ce-a0.75-p1-s1"}
+    assert ce["metrics"]["p1-s1"] == "work/mini/eval/r50-600-ce-a0.75-p1-s1/metrics.json"
+    p0, p1 = study.runs["r50-600-ce-a0.75-s1"], study.runs["r50-600-ce-a0.75-p1-s1"]
+    assert p0.model.pretrained == "work/mini/weights/resnet18-pretrain.pth"
+    assert p1.model.pretrained == "work/mini/weights/resnet18-pretrain-p1.pth"
+    assert to_dict(p0) == merge(to_dict(p1), {"model": {"pretrained": p0.model.pretrained}})  # nothing else differs
+    # a sweep row (1 seed, not headline) stays on the first pretraining, under the same id as without replicas
+    (g5,) = [c for r in study.manifest["tables"]["1b"] for c in r["candidates"] if c["key"] == "gamma=5,alpha=0.25"]
+    assert "pretrainings" not in g5 and list(g5["metrics"]) == ["0"]
+    assert {rid for rid in study.runs if "-p1-" in rid} == {
+        f"{name}-p1-s{s}" for name in ("r50-600-ce-a0.75", "r50-600-fl-g2-a0.25", "r50-600-fls-g2-b1-a0.25",
+                                       "r50-600-ohem-b128-n0.5") for s in (0, 1)}
+    assert set(base.runs) - {rid for rid in base.runs if rid.endswith("-s2")} <= set(study.runs)
+    assert study.manifest["seed_sets"]["pretrainings"] == [0, 1]
+
+
+@pytest.mark.parametrize(("scale_name", "pretrainings", "message"), [
+    ("paper", [0, 1], "seeds.pretrainings: [0, 1] needs weights.source 'pretrain'"),
+    ("mini", [0, 0], "seeds.pretrainings: [0, 0] must be distinct replica numbers >= 0"),
+    ("mini", [0, -1], "seeds.pretrainings: [0, -1] must be distinct replica numbers >= 0"),
+])
+def test_pretraining_replicas_need_pretrained_weights(scale_name, pretrainings, message):
+    with pytest.raises(StudyError, match=re.escape(message)):
+        build_study(_with_pretrainings(scale_name, pretrainings))

@@ -17,6 +17,7 @@ import time
 from pathlib import Path
 
 import pytest
+import yaml
 
 from retinanet.coco_layout import check
 from retinanet.config import DataConfig
@@ -366,3 +367,25 @@ def test_smoke_regime_runs_end_to_end(tmp_path: Path):
             assert json.loads((tmp_path / arm["curve"]["0"]["1"]).read_text())["iteration"] == 1
     dry = snakemake(tmp_path, "-n", "-p", "--configfile", str(ROOT / "config" / "smoke.yaml"))
     assert "--regime-section results/smoke/regime.md" in dry.stdout
+
+
+def test_pretraining_replicas_are_pretrained_with_their_own_seed(tmp_path: Path):
+    """``seeds.pretrainings: [0, 1]``: the headline rows' runs on replica 1 start from resnet<depth>-pretrain-p1.pth,
+    which its own pretrain job makes with seed 1 (replica 0 keeps the scale's seed 0 and its file name)."""
+    overlay = tmp_path / "replicas.yaml"
+    overlay.write_text('scale: smoke\nseeds: {headline: [0, 1], sweep: [0], pretrainings: [0, 1], '
+                       'headline_tables: ["3", "1d"]}\n')
+    res = snakemake(tmp_path, "-n", "-p", "--configfile", str(overlay))
+    out = res.stdout + res.stderr
+    assert res.returncode == 0, out[-3000:]
+    pretrain = sorted(set(re.findall(r"retinanet pretrain .*?--out (\S+) .*?--depth (\d+) .*?--seed (\d+)", out)))
+    assert pretrain == [("work/smoke/weights/resnet18-pretrain-p1.pth", "18", "1"),
+                        ("work/smoke/weights/resnet18-pretrain.pth", "18", "0"),
+                        ("work/smoke/weights/resnet34-pretrain-p1.pth", "34", "1"),  # smoke's Table 1d: R101
+                        ("work/smoke/weights/resnet34-pretrain.pth", "34", "0")]
+    study = build_study(load_scale({"scale": "smoke", "seeds": yaml.safe_load(overlay.read_text())["seeds"]},
+                                   ROOT / "config"))
+    assert _job_counts(out)["train"] == len(study.runs)
+    rows = study.manifest["tables"]["3"] + study.manifest["tables"]["1d"]
+    assert {rid for rid in study.runs if "-p1-" in rid} == {f"{e['run']}-p1-s{s}" for e in rows for s in (0, 1)}
+    assert all(study.runs[f"{e['run']}-p1-s1"].model.pretrained.endswith("-pretrain-p1.pth") for e in rows)

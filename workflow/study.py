@@ -207,8 +207,9 @@ def _lookup(table: list[dict], value: Any, where: str) -> dict:
     raise StudyError(f"{where}: no entry for paper value {value!r} (have {[e['paper'] for e in table]})")
 
 
-def resolve(scale: dict, overrides: dict, seed: int) -> RunConfig:
-    """The scale's run config for one row's paper-unit ``overrides`` and ``seed``.
+def resolve(scale: dict, overrides: dict, seed: int, pretraining: int = 0) -> RunConfig:
+    """The scale's run config for one row's paper-unit ``overrides``, ``seed`` and pretraining replica (the
+    ``pretraining``-th pretrained backbone of its depth, :func:`weights_path`).
 
     Order: RunConfig's paper defaults <- row overrides (paper units) <- the scale's ``base`` (except
     :data:`PAPER_SOLVER_FIELDS` for a row with ``solver.paper_solver``) <- mapped fields (depth, image scale and max
@@ -234,7 +235,7 @@ def resolve(scale: dict, overrides: dict, seed: int) -> RunConfig:
     cfg["solver"]["iterations"] = max(1, round(base_iters * schedule))
     weights = scale["weights"]
     if weights["source"] in WEIGHTS_NAMES:
-        cfg["model"]["pretrained"] = weights_path(scale, depth["ours"])
+        cfg["model"]["pretrained"] = weights_path(scale, depth["ours"], pretraining)
     elif weights["source"] == "none":
         cfg["model"]["pretrained"] = "none"
     if weights["source"] == "msra":  # Detectron's ResNets: their stride placement and the input they were trained on
@@ -249,12 +250,22 @@ WEIGHTS_NAMES = {"msra": "msra", "torchvision": "imagenet1k-v1", "pretrain": "pr
 """``weights.source`` -> the suffix of its cached file ``resnet<depth>-<suffix>.pth``."""
 
 
-def weights_path(scale: dict, depth: int | str) -> str:
+def weights_path(scale: dict, depth: int | str, pretraining: int = 0) -> str:
     """Where the workflow keeps the ResNet-``depth`` start weights: Detectron's MSRA ImageNet ones converted
     (``source: msra``, the paper's) or torchvision's (``source: torchvision``), both downloaded once, or the ones
-    pretrained on the embedded data (``source: pretrain``)."""
-    name = WEIGHTS_NAMES[scale["weights"]["source"]]
-    return str(Path(scale["weights"]["cache"]) / f"resnet{depth}-{name}.pth")
+    pretrained on the embedded data (``source: pretrain``): replica ``pretraining`` > 0 (pretrained with seed
+    ``pretraining``, :data:`PRETRAINING_SUFFIX`) is ``resnet<depth>-pretrain-p<k>.pth``."""
+    source = scale["weights"]["source"]
+    if pretraining and source != "pretrain":
+        raise StudyError(f"seeds.pretrainings: weights.source {source!r} has one set of published weights; "
+                         f"pretraining replicas need weights.source 'pretrain'")
+    suffix = PRETRAINING_SUFFIX.format(k=pretraining) if pretraining else ""
+    return str(Path(scale["weights"]["cache"]) / f"resnet{depth}-{WEIGHTS_NAMES[source]}{suffix}.pth")
+
+
+PRETRAINING_SUFFIX = "-p{k}"
+"""Replica ``k`` > 0 of a pretrained backbone (its weights file) and of the runs that start from it (their ids,
+:func:`run_id`); replica 0 has no suffix, so a study without replicas names everything as before."""
 
 
 def paper_units(overrides: dict) -> dict:
@@ -303,9 +314,17 @@ def run_name(overrides: dict, scale: dict | None = None) -> str:
     return "-".join(parts)
 
 
-def run_id(name: str, seed: int) -> str:
-    """A run directory's name: the run's name plus its seed (``r50-600-fl-g2-a0.25-s0``)."""
-    return f"{name}-s{seed}"
+def run_id(name: str, seed: int, pretraining: int = 0) -> str:
+    """A run directory's name: the run's name, its pretraining replica if not the first, and its seed
+    (``r50-600-fl-g2-a0.25-s0``, ``r50-600-fl-g2-a0.25-p1-s0``)."""
+    replica = PRETRAINING_SUFFIX.format(k=pretraining) if pretraining else ""
+    return f"{name}{replica}-s{seed}"
+
+
+def replicate_key(seed: int, pretraining: int = 0) -> str:
+    """The manifest's key of one replicate of a row (its ``metrics``/``timing`` maps): the seed (``"0"``) on the
+    first pretraining, ``"p1-s0"`` on replica 1 (analysis.seeds reads it back)."""
+    return f"p{pretraining}-s{seed}" if pretraining else str(seed)
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -358,12 +377,29 @@ def paths(scale: dict) -> dict[str, str]:
     }
 
 
+def _is_headline(scale: dict, table: str, key: str | None) -> bool:
+    s = scale["seeds"]
+    return table in s.get("headline_tables", []) or key in s.get("headline_rows", {}).get(table, [])
+
+
 def seeds_for(scale: dict, table: str, key: str | None = None) -> list[int]:
     """Seeds of one table (or of one of its rows): the headline seeds for tables/rows listed as headline, else the
     sweep seeds."""
     s = scale["seeds"]
-    headline = table in s.get("headline_tables", []) or key in s.get("headline_rows", {}).get(table, [])
-    return list(s["headline"] if headline else s["sweep"])
+    return list(s["headline"] if _is_headline(scale, table, key) else s["sweep"])
+
+
+def replicates_for(scale: dict, table: str, key: str | None = None) -> list[tuple[int, int]]:
+    """``(pretraining, seed)`` of every run of one row: the headline rows cross ``seeds.pretrainings`` (default
+    ``[0]``: the one pretrained backbone per depth) with their seeds, so that their spread samples the pretraining
+    as well as the run seed; every other row runs its seeds on pretraining 0."""
+    pretrainings = scale["seeds"].get("pretrainings", [0]) if _is_headline(scale, table, key) else [0]
+    return [(p, seed) for p in pretrainings for seed in seeds_for(scale, table, key)]
+
+
+def entry_run_ids(entry: dict) -> list[str]:
+    """Every run id of one manifest entry (a table row or a figure point), in its ``metrics`` order."""
+    return list(entry["runs"].values()) if "runs" in entry else [run_id(entry["run"], int(s)) for s in entry["seeds"]]
 
 
 def build_study(scale: dict) -> Study:
@@ -372,16 +408,22 @@ def build_study(scale: dict) -> Study:
     grids = scale["grids"]
     p = paths(scale)
     from_dict(scale.get("base") or {}, source=f"config {scale['scale']}: base")  # a typo there names `base`
+    pretrainings = scale["seeds"].get("pretrainings", [0])
+    if len(set(pretrainings)) != len(pretrainings) or any(k < 0 for k in pretrainings):
+        raise StudyError(f"seeds.pretrainings: {pretrainings} must be distinct replica numbers >= 0")
+    if pretrainings != [0] and scale["weights"]["source"] != "pretrain":
+        raise StudyError(f"seeds.pretrainings: {pretrainings} needs weights.source 'pretrain' (the DAG pretrains "
+                         f"each replica); {scale['weights']['source']!r} has one set of weights per depth")
     runs: dict[str, RunConfig] = {}
     origin: dict[str, str] = {}
 
-    def add(row: Row, seed: int, where: str) -> str:
+    def add(row: Row, seed: int, where: str, pretraining: int = 0) -> str:
         try:
             name = run_name(row.overrides, scale)
-            cfg = resolve(scale, row.overrides, seed)
+            cfg = resolve(scale, row.overrides, seed, pretraining)
         except ConfigError as exc:
             raise StudyError(f"{where}: {exc}") from None
-        rid = run_id(name, seed)
+        rid = run_id(name, seed, pretraining)
         if rid in runs and runs[rid] != cfg:
             raise StudyError(f"{where}: run {rid} is also {origin[rid]} with a different config")
         runs.setdefault(rid, cfg)
@@ -389,12 +431,16 @@ def build_study(scale: dict) -> Study:
         return name
 
     def entry(table: str, row: Row) -> dict:
-        seeds = seeds_for(scale, table, row.key)
+        reps = replicates_for(scale, table, row.key)
         name = ""
-        for seed in seeds:
-            name = add(row, seed, f"table {table} row {row.key}")
-        return {"key": row.key, **row.fields, "run": name, "seeds": seeds,
-                "metrics": {str(s): p["metrics"].format(rid=run_id(name, s)) for s in seeds}}
+        for k, seed in reps:
+            name = add(row, seed, f"table {table} row {row.key}", k)
+        rids = {replicate_key(s, k): run_id(name, s, k) for k, s in reps}
+        out = {"key": row.key, **row.fields, "run": name, "seeds": seeds_for(scale, table, row.key),
+               "metrics": {key: p["metrics"].format(rid=rid) for key, rid in rids.items()}}
+        if any(k for k, _ in reps):
+            out.update(pretrainings=sorted({k for k, _ in reps}), runs=rids)
+        return out
 
     tables: dict[str, list] = {}
     timed: list[str] = []
@@ -405,8 +451,9 @@ def build_study(scale: dict) -> Study:
         tables[table] = [entry(table, row) for row in rows]
         if table == "1e":
             for e in tables[table]:
-                e["timing"] = {str(s): p["timing"].format(rid=run_id(e["run"], s)) for s in e["seeds"]}
-                timed += [run_id(e["run"], s) for s in e["seeds"]]
+                rids = dict(zip(e["metrics"], entry_run_ids(e)))
+                e["timing"] = {key: p["timing"].format(rid=rid) for key, rid in rids.items()}
+                timed += list(rids.values())
 
     figs = figure_rows(grids)
     fig4_seed = scale["seeds"]["headline"][0]
@@ -431,7 +478,8 @@ def build_study(scale: dict) -> Study:
     manifest = {
         "scale": scale["scale"],
         "seeds": sorted({s for k in ("headline", "sweep") for s in scale["seeds"][k]}),
-        "seed_sets": {"headline": scale["seeds"]["headline"], "sweep": scale["seeds"]["sweep"]},
+        "seed_sets": {"headline": scale["seeds"]["headline"], "sweep": scale["seeds"]["sweep"],
+                      "pretrainings": scale["seeds"].get("pretrainings", [0])},
         "deviations": scale.get("deviations", []),
         "hardware": scale.get("hardware"),
         "runs": {rid: {"dir": p["run_dir"].format(rid=rid), "config": p["run_config"].format(rid=rid),

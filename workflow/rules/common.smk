@@ -1,6 +1,7 @@
 # Named input/param functions and path patterns shared by the rules (no lambdas in rules).
 # STUDY (workflow/study.py's Study) and P (its path patterns) are built in the Snakefile.
 
+import re
 import shlex
 
 from workflow.study import runtime_options
@@ -90,12 +91,22 @@ def slurm_cpus(wildcards, resources, threads):
     return int(resources.get("cpus_per_task", 0) or threads)
 
 
+PRETRAINED_WEIGHTS = r"resnet\d+-pretrain(?:-p[1-9]\d*)?"
+"""A pretrained backbone's file stem (workflow/study.py weights_path): ``resnet18-pretrain`` is the first
+pretraining of ResNet-18, ``resnet18-pretrain-p1`` its replica 1 (``seeds.pretrainings``)."""
+
+
 def pretrain_args(wildcards):
     """``weights.args`` of the scale, with ``weights.depth_args["resnet<depth>"]`` over them, as ``python -m retinanet
-    pretrain`` options."""
+    pretrain`` options, plus the depth and the seed: replica ``k`` pretrains with the scale's seed (``args.seed``,
+    default 0) + ``k``, so replica 0 is the study's one pretraining as before."""
+    depth, replica = re.fullmatch(r"resnet(\d+)-pretrain(?:-p(\d+))?", wildcards.weights).groups()
+    depth, replica = int(depth), int(replica or 0)
     weights = config["weights"]
-    per_depth = (weights.get("depth_args") or {}).get(f"resnet{wildcards.depth}")
-    return _options({**(weights.get("args") or {}), **(per_depth or {})})
+    per_depth = (weights.get("depth_args") or {}).get(f"resnet{depth}")
+    args = {**(weights.get("args") or {}), **(per_depth or {})}
+    args["seed"] = int(args.get("seed", 0)) + replica
+    return _options({"depth": depth, **args})
 
 
 def _options(mapping):

@@ -68,16 +68,17 @@ elif config["weights"]["source"] == "pretrain":
         input:
             dataset_ready(),
         output:
-            f"{config['weights']['cache']}/resnet{{depth}}-pretrain.pth",
+            f"{config['weights']['cache']}/{{weights}}.pth",
         log:
-            f"{W}/logs/pretrain_resnet{{depth}}.log",
+            f"{W}/logs/pretrain_{{weights}}.log",
         benchmark:
-            f"{W}/benchmarks/pretrain_resnet{{depth}}.tsv"
+            f"{W}/benchmarks/pretrain_{{weights}}.tsv"
+        wildcard_constraints:
+            weights=PRETRAINED_WEIGHTS,
         params:
             args=pretrain_args,
         threads: config["job_threads"]
         conda:
             "../../environment.yml"
         shell:
-            "python -m retinanet pretrain --data {input} --depth {wildcards.depth} --out {output} "
-            "--threads {threads} {params.args} > {log} 2>&1"
+            "python -m retinanet pretrain --data {input} --out {output} --threads {threads} {params.args} > {log} 2>&1"
