@@ -32,7 +32,7 @@ def paper():
     return load_scale_config("paper")
 
 
-@pytest.mark.parametrize(("scale", "runs"), [("smoke", 17), ("mini", 28), ("paper", 95)])
+@pytest.mark.parametrize(("scale", "runs"), [("smoke", 17), ("mini", 34), ("paper", 95)])
 def test_plan_prices_every_run_of_the_study_once(scale, runs):
     cfg = load_scale_config(scale)
     plan = make_plan(cfg, times=FAKE)
