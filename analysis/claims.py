@@ -10,9 +10,10 @@ import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from analysis.fig4_summary import Fig4Data, load_fig4
 from analysis.keys import parse_key
 from analysis.seeds import SeedValues, seed_values
-from analysis.study_io import LossSamples, Study, load_loss_samples, load_table, load_table_1b
+from analysis.study_io import Study, load_table, load_table_1b
 from analysis.tables import best_alpha
 from analysis.verdict import (
     Comparison,
@@ -35,11 +36,12 @@ C8_RATIO = 2.0
 
 @dataclass
 class Evidence:
-    """Our results: ``tables[id][key][seed] = metrics``; Table 1b by gamma key and alpha; Fig. 4's samples."""
+    """Our results: ``tables[id][key][seed] = metrics``; Table 1b by gamma key and alpha; Fig. 4's samples (or an
+    exported study's summary of them)."""
 
     tables: dict[str, dict[str, dict[str, dict]]]
     table_1b: dict[str, dict[float, dict[str, dict]]] = field(default_factory=dict)
-    samples: LossSamples | None = None
+    samples: Fig4Data | None = None
 
     def values(self, table: str, key: str, column: str = "AP") -> SeedValues | None:
         by_seed = self.tables.get(table, {}).get(key)
@@ -55,10 +57,7 @@ class Evidence:
 def load_evidence(study: Study) -> Evidence:
     """Load every table of the study and Figure 4's samples (when the manifest lists them)."""
     tables = {tid: load_table(study, tid) for tid in ("1a", "1c", "1d", "1e", "3", "5.1")}
-    fig4 = study.figure("fig4")
-    samples = load_loss_samples(study.resolve(fig4["samples"])) if isinstance(fig4, dict) and "samples" in fig4 \
-        else None
-    return Evidence(tables=tables, table_1b=load_table_1b(study), samples=samples)
+    return Evidence(tables=tables, table_1b=load_table_1b(study), samples=load_fig4(study))
 
 
 @dataclass(frozen=True)
@@ -260,10 +259,9 @@ def c8(ev: Evidence) -> ClaimResult:
              "γ=2 the vast majority of the loss comes from a small fraction of samples.")
     if ev.samples is None:
         return ClaimResult("C8", claim, paper, "no loss samples", [("Figure 4's samples were collected", None)])
-    from analysis.loss_samples import FIG4_GAMMAS, HARDEST_FRACTION, half_loss_fractions, hardest_shares
+    from analysis.loss_samples import FIG4_GAMMAS, HARDEST_FRACTION
 
-    half = half_loss_fractions(ev.samples.pos, ev.samples.neg)
-    shares = hardest_shares(ev.samples.pos, ev.samples.neg)
+    half, shares = ev.samples.half_loss_fractions(), ev.samples.hardest_shares()
     neg = [half["neg"][g] for g in FIG4_GAMMAS]
     pos = [half["pos"][g] for g in FIG4_GAMMAS]
     pct = int(round(HARDEST_FRACTION * 100))

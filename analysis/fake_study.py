@@ -1,5 +1,5 @@
 """A fake study for tests and for trying the notebooks without training: smoke-like run outputs
-(metrics.json, result.json, log.jsonl, timing.json, a loss-samples .npz) and their ``study.json``.
+(metrics.json, result.json, provenance.json, log.jsonl, timing.json, a loss-samples .npz) and their ``study.json``.
 
 The numbers are made up (half the paper's AP plus seed noise; CE with the plain init and α = .10 diverge); nothing
 here is a result. CLI: ``python analysis/fake_study.py --out DIR`` -> DIR/study.json.
@@ -33,6 +33,8 @@ def _run(root: Path, name: str, seed: int, ap: dict | None, *, timing: float | N
     (d / "log.jsonl").write_text("".join(json.dumps(r) + "\n" for r in log))
     (d / "result.json").write_text(json.dumps({"status": "diverged" if diverged else "completed",
                                                "iteration": 7 if diverged else iters, "wall_s": 3.0 + seed}))
+    (d / "provenance.json").write_text(json.dumps({"git": {"commit": "fake", "dirty": False},
+                                                   "device": {"type": "cpu", "name": "fake CPU"}}))
     cols = ("AP", "AP50", "AP75", "APs", "APm", "APl")
     metrics = {c: 0.0 for c in cols} if diverged else {c: ap.get(c) for c in cols}
     metrics.update(status="diverged" if diverged else "completed", num_images=8)

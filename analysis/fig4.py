@@ -1,7 +1,8 @@
 """Figure 4: CDFs of the normalized loss of positive and negative samples of a converged model, gamma in
 {0, .5, 1, 2}; x = fraction of samples sorted from lowest to highest loss. The sample counts are on the figure.
 
-CLI: ``python analysis/fig4.py --study study.json --out fig4.png fig4.pdf``  (uses ``figures.fig4.samples``)
+CLI: ``python analysis/fig4.py --study study.json --out fig4.png fig4.pdf``  (uses ``figures.fig4.samples``, or
+                                                                            an exported study's ``summary``)
      ``python analysis/fig4.py --samples samples.npz --out fig4.png``        (a samples file directly)
 """
 
@@ -15,26 +16,27 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script:
 from matplotlib.figure import Figure
 
 from analysis.errors import AnalysisInputError
-from analysis.loss_samples import FIG4_GAMMAS, cdf_curves
+from analysis.fig4_summary import Fig4Data, load_fig4
+from analysis.loss_samples import FIG4_GAMMAS
 from analysis.plotting import PAPER_COLORS, new_figure
-from analysis.study_io import LossSamples, Study, load_loss_samples, load_study
+from analysis.study_io import Study, load_loss_samples, load_study
 
 
-def samples_path(study: Study) -> Path:
-    entry = study.figure("fig4")
-    if not isinstance(entry, dict) or not isinstance(entry.get("samples"), str):
-        raise AnalysisInputError(f"{study.path}: figures.fig4 needs a 'samples' path")
-    return study.resolve(entry["samples"])
+def study_data(study: Study) -> Fig4Data:
+    """The study's Figure 4 data (:func:`analysis.fig4_summary.load_fig4`); AnalysisInputError when it has none."""
+    data = load_fig4(study)
+    if data is None:
+        raise AnalysisInputError(f"{study.path}: figures.fig4 needs a 'samples' (or exported 'summary') path")
+    return data
 
 
-def make_figure(samples: LossSamples, run: str = "") -> Figure:
-    pos, neg = samples.pos, samples.neg
-    curves = cdf_curves(pos, neg)
+def make_figure(samples: Fig4Data, run: str = "") -> Figure:
+    curves = samples.cdf_curves()
     fig, axes = new_figure(ncols=2, width=4.2, height=3.6)
     for ax, which, title in ((axes[0], "pos", "positive samples"), (axes[1], "neg", "negative samples")):
         for gamma, color in zip(FIG4_GAMMAS, PAPER_COLORS):
             ax.plot(curves["x"], curves[which][gamma], color=color, label=f"γ = {gamma:g}")
-        n = pos.size if which == "pos" else neg.size
+        n = samples.num_pos if which == "pos" else samples.num_neg
         ax.set(xlim=(0, 1), ylim=(0, 1), xlabel="fraction of " + ("foreground" if which == "pos" else "background")
                + " examples", ylabel="cumulative normalized loss", title=f"{title} (n = {n:,})")
         ax.legend(loc="upper left", fontsize=8)
@@ -51,17 +53,17 @@ def main(argv: list[str] | None = None) -> int:
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     src = parser.add_mutually_exclusive_group(required=True)
-    src.add_argument("--study", help="study manifest; uses figures.fig4.samples")
+    src.add_argument("--study", help="study manifest; uses figures.fig4.samples (or .summary)")
     src.add_argument("--samples", help="a loss-samples .npz")
     parser.add_argument("--out", nargs="+", required=True, help="output files (.png, .pdf)")
 
     def run(args) -> None:
         if args.study:
             study = load_study(args.study)
-            path, run_name = samples_path(study), study.figure("fig4").get("run", "")
+            data, run_name = study_data(study), study.figure("fig4").get("run", "")
         else:
-            path, run_name = Path(args.samples), ""
-        save_figure(make_figure(load_loss_samples(path), run_name), args.out)
+            data, run_name = load_loss_samples(Path(args.samples)), ""
+        save_figure(make_figure(data, run_name), args.out)
 
     return run_cli(parser, run, argv)
 

@@ -6,12 +6,13 @@ The manifest is written by the study DAG (workflow/); its format is in the team 
      "tables": {"1a": [{"key": "alpha=0.75", "run": "...", "metrics": {"0": "<path>/metrics.json", ...}}],
                 "1b": [{"key": "gamma=2", "candidates": [{"alpha": 0.25, "run": ..., "metrics": {...}}]}],
                 "1e": [{"key": ..., "metrics": {...}, "timing": {"0": "<path>/timing.json"}}], ...},
-     "figures": {"fig4": {"run": ..., "samples": "<path>.npz"},
+     "figures": {"fig4": {"run": ..., "samples": "<path>.npz"},   # exported: "summary": "fig4_cdf.json"
                  "fig7": [{"gamma": g, "beta": b, "run": ..., "metrics": {...}}], "fig2": {"table": "1e"}},
      "runs": {"<run>-s0": {"dir": "<run dir>"}}}          # optional: run dirs (training curves, wall time)
 
 Relative paths are resolved against the current directory (where Snakemake runs), then against the manifest's
-folder. Every malformed or missing input raises :class:`AnalysisInputError` naming the file.
+folder; an exported study's (``"export"`` in the manifest, :mod:`analysis.export`) against its folder only. Every
+malformed or missing input raises :class:`AnalysisInputError` naming the file.
 """
 
 from __future__ import annotations
@@ -57,9 +58,18 @@ class Study:
     def figure(self, name: str) -> Any:
         return self.data.get("figures", {}).get(name)
 
+    @property
+    def exported(self) -> bool:
+        """Whether this is an exported study (results/<scale>/study, :mod:`analysis.export`): its paths are
+        relative to the manifest's folder only."""
+        return "export" in self.data
+
     def resolve(self, p: str | Path) -> Path:
-        """A manifest path: absolute as is; relative to the cwd if it exists there, else to the manifest's folder."""
+        """A manifest path: absolute as is; relative to the cwd if it exists there, else to the manifest's folder
+        (an exported study's: to the manifest's folder only)."""
         p = Path(p)
+        if self.exported and not p.is_absolute():
+            return self.path.parent / p
         if p.is_absolute() or p.exists():
             return p
         alt = self.path.parent / p
@@ -96,7 +106,8 @@ def load_study(path: str | Path) -> Study:
         raise AnalysisInputError(f"{path}: study manifest must be a JSON object")
     if not isinstance(data.get("scale"), str):
         raise AnalysisInputError(f"{path}: field 'scale' must be a string, got {data.get('scale')!r}")
-    for name, tp in (("tables", dict), ("figures", dict), ("deviations", list), ("seeds", list), ("runs", dict)):
+    for name, tp in (("tables", dict), ("figures", dict), ("deviations", list), ("seeds", list), ("runs", dict),
+                     ("export", dict)):
         if name in data and not isinstance(data[name], tp):
             raise AnalysisInputError(f"{path}: field '{name}' must be a JSON {tp.__name__}")
     for table_id, entries in data.get("tables", {}).items():
@@ -204,14 +215,44 @@ class LossSamples:
     neg: np.ndarray
     meta: dict
 
+    @property
+    def num_pos(self) -> int:
+        return int(self.pos.size)
+
+    @property
+    def num_neg(self) -> int:
+        return int(self.neg.size)
+
     def describe(self) -> str:
-        """How many samples, e.g. ``1,234 positive and 100,000 negative samples (of 9,876,543, uniform
-        subsample) from 100 images``."""
-        total = self.meta.get("num_neg_total")
-        sub = f" (a uniform subsample of {total:,})" if total and total > self.neg.size else ""
-        imgs = self.meta.get("num_images")
-        return (f"{self.pos.size:,} positive and {self.neg.size:,} negative samples{sub}"
-                + (f" from {imgs:,} images" if imgs else ""))
+        """How many samples (:func:`describe_samples`)."""
+        return describe_samples(self.num_pos, self.num_neg, self.meta)
+
+    def cdf_curves(self) -> dict:
+        """Figure 4's curves (:func:`analysis.loss_samples.cdf_curves`)."""
+        from analysis.loss_samples import cdf_curves
+
+        return cdf_curves(self.pos, self.neg)
+
+    def half_loss_fractions(self) -> dict[str, dict[float, float]]:
+        """Claim C8's half-loss fractions per set and gamma (:func:`analysis.loss_samples.half_loss_fractions`)."""
+        from analysis.loss_samples import half_loss_fractions
+
+        return half_loss_fractions(self.pos, self.neg)
+
+    def hardest_shares(self) -> dict[str, dict[float, float]]:
+        """Claim C8's loss shares of the hardest samples (:func:`analysis.loss_samples.hardest_shares`)."""
+        from analysis.loss_samples import hardest_shares
+
+        return hardest_shares(self.pos, self.neg)
+
+
+def describe_samples(num_pos: int, num_neg: int, meta: dict) -> str:
+    """How many samples, e.g. ``1,234 positive and 100,000 negative samples (a uniform subsample of 9,876,543)
+    from 100 images`` (``meta``: the loss-samples file's scalars ``num_neg_total`` and ``num_images``)."""
+    total = meta.get("num_neg_total")
+    sub = f" (a uniform subsample of {total:,})" if total and total > num_neg else ""
+    imgs = meta.get("num_images")
+    return f"{num_pos:,} positive and {num_neg:,} negative samples{sub}" + (f" from {imgs:,} images" if imgs else "")
 
 
 def load_loss_samples(path: str | Path) -> LossSamples:
