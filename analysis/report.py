@@ -34,6 +34,7 @@ from analysis.imbalance import report_section as imbalance_section
 from analysis.paper_values import PAPER_VALUES, PaperValues, load_paper_values
 from analysis.study_io import Study, load_study, read_json, read_text, read_wall_time
 from analysis.tables import TABLE_IDS, build_table, to_markdown
+from analysis.variance import variance_section
 from analysis.verdict import RULE_TEXT
 
 FIGURE_CAPTIONS = {
@@ -170,6 +171,7 @@ def build_report(study: Study, pv: PaperValues, *, figures: dict[str, Path], rep
     parts = ["\n".join(head), claims_section(claims)]
     if anchor_stats is not None:
         parts.append(imbalance_section(study.scale, anchor_stats, coco_anchor_stats))
+    parts.append(variance_section(study))
     parts += ["## Tables", ""]
     parts += [to_markdown(pv.tables[tid], rows, study.scale) for tid, rows in tables]
     missing = [tid for tid in TABLE_IDS if not study.table(tid)]
