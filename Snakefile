@@ -43,11 +43,13 @@ include: "workflow/rules/train.smk"
 include: "workflow/rules/common_imbalance.smk"
 include: "workflow/rules/imbalance.smk"
 include: "workflow/rules/regime.smk"
+include: "workflow/rules/common_export.smk"
 include: "workflow/rules/analysis.smk"
 
 
 rule all:
-    """Every table and figure of the chosen scale, the manifest and the report."""
+    """Every table and figure of the chosen scale, the manifest, the report, the export of the study's data and the
+    notebooks executed against it."""
     input:
         all_targets(),
     default_target: True

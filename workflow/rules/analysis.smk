@@ -63,9 +63,51 @@ rule report:
     params:
         coco=coco_stats_option,
         regime=regime_section_option,
+        schedule=schedule_section_option,
     threads: 1
     conda:
         "../../environment.yml"
     shell:
         "python -m analysis.report --study {input.study} --out {output} --wall {input.wall} "
-        "--anchor-stats {input.anchor_stats} {params.coco} {params.regime} > {log} 2>&1"
+        "--anchor-stats {input.anchor_stats} {params.coco} {params.regime} {params.schedule} > {log} 2>&1"
+
+
+rule export:
+    """results/<scale>/study: what the notebooks and the report read of the study, small enough to commit: the
+    manifest (paths relative to it), each run's metrics, timing, config, result, provenance and training log, and
+    Figure 4's CDF summary; no checkpoints, detections or loss samples (analysis/export.py; written to a temporary
+    folder and renamed, so a stopped job leaves no partial export)."""
+    input:
+        unpack(export_inputs),
+    output:
+        directory(EXPORT),
+    log:
+        f"{W}/logs/analysis/export.log",
+    threads: 1
+    conda:
+        "../../environment.yml"
+    shell:
+        "python -m analysis.export --study {input.study} --out {output} > {log} 2>&1"
+
+
+rule notebooks:
+    """The analysis notebooks executed against the export, showing the DAG's figures (analysis/notebooks.py): at the
+    default scale the committed notebooks are rewritten in place, so their outputs never drift from the committed
+    results; at the others they go to results/<scale>/notebooks. The record lists what ran."""
+    input:
+        study=EXPORT,
+        figures=figure_outputs(),
+        notebooks=NOTEBOOKS,
+    output:
+        f"{W}/notebooks.json",
+    log:
+        f"{W}/logs/analysis/notebooks.log",
+    params:
+        manifest=exported_manifest,
+        out_dir=notebooks_dir,
+    threads: 1
+    conda:
+        "../../environment.yml"
+    shell:
+        "python -m analysis.notebooks --study {params.manifest} --out-dir {params.out_dir} --record {output} "
+        "{input.notebooks} > {log} 2>&1"

@@ -172,7 +172,7 @@ def figure_outputs():
 
 
 def all_targets():
-    return table_outputs() + figure_outputs() + [P["report"], P["manifest"]]
+    return table_outputs() + figure_outputs() + [P["report"], P["manifest"]] + export_targets()
 
 
 def _metrics_files(entries):
