@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
-# The two commands of README.md. Each creates .venv (or reuses it) and installs the pinned environment first.
+# The commands of README.md. Each creates .venv (or reuses it) and installs the pinned environment first.
 #
 #   bash run.sh test  [pytest args]       ruff + the test suite (exactly what CI runs through .ci/run)
 #   bash run.sh study [snakemake args]    the whole study: snakemake --cores all (mini scale by default)
+#   bash run.sh notebooks [jupyter args]  JupyterLab on analysis/ (installed into .venv on first use)
 #
 # Environment: PYTHON (interpreter that creates .venv, default python3, >= 3.11), VENV (default .venv),
 # RETINANET_SLURM=0|1 (skip / force the SLURM test-cluster setup; default: only as root with apt-get).
@@ -12,7 +13,13 @@ cd "$(dirname "${BASH_SOURCE[0]}")"
 VENV=${VENV:-.venv}
 PYTHON=${PYTHON:-python3}
 
-usage() { echo "usage: bash run.sh test [pytest args] | bash run.sh study [snakemake args]" >&2; exit 2; }
+usage() {
+    echo "usage: bash run.sh test [pytest args] | bash run.sh study [snakemake args] | bash run.sh notebooks [jupyter args]" >&2
+    exit 2
+}
+
+# What an install stamp records: the dependency files it was made from.
+install_hash() { cat requirements.lock pyproject.toml | sha256sum | cut -d' ' -f1; }
 
 # Create or reuse the venv; (re)install when requirements.lock or pyproject.toml changed since the last install.
 ensure_env() {
@@ -23,7 +30,7 @@ ensure_env() {
         "$PYTHON" -m venv "$VENV"
     fi
     local stamp="$VENV/.retinanet-installed" want
-    want=$(cat requirements.lock pyproject.toml | sha256sum | cut -d' ' -f1)
+    want=$(install_hash)
     if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
         echo "== installing requirements.lock and the retinanet package into $VENV (log: $VENV/install.log)"
         if ! { "$VENV/bin/python" -m pip install --disable-pip-version-check -r requirements.lock \
@@ -37,6 +44,27 @@ ensure_env() {
     fi
     PATH="$(cd "$VENV/bin" && pwd):$PATH"
     export PATH
+}
+
+# JupyterLab for `bash run.sh notebooks`: pyproject.toml's optional dependency group `notebooks`, installed on first
+# use into the same venv with requirements.lock as constraints (the pinned packages stay as they are), and again only
+# when requirements.lock or pyproject.toml changed (its own stamp).
+ensure_notebooks() {
+    local stamp="$VENV/.retinanet-notebooks-installed" want reqs
+    want=$(install_hash)
+    if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
+        echo "== installing JupyterLab (pyproject.toml's optional group 'notebooks') into $VENV" \
+             "(log: $VENV/install-notebooks.log)"
+        mapfile -t reqs < <("$VENV/bin/python" -c 'import tomllib
+print(*tomllib.load(open("pyproject.toml", "rb"))["project"]["optional-dependencies"]["notebooks"], sep="\n")')
+        if [ "${#reqs[@]}" = 0 ] || ! "$VENV/bin/python" -m pip install --disable-pip-version-check \
+                -c requirements.lock "${reqs[@]}" >"$VENV/install-notebooks.log" 2>&1; then
+            tail -n 30 "$VENV/install-notebooks.log" >&2
+            echo "error: installing JupyterLab into $VENV failed (full log: $VENV/install-notebooks.log)" >&2
+            exit 1
+        fi
+        echo "$want" >"$stamp"
+    fi
 }
 
 # Hook for the SLURM tests: .ci/setup-slurm.sh starts a single-node cluster (apt packages + daemons, root only).
@@ -73,6 +101,11 @@ case "$cmd" in
     study)
         ensure_env
         exec snakemake --cores all "$@"
+        ;;
+    notebooks)
+        ensure_env
+        ensure_notebooks
+        exec jupyter lab --ServerApp.root_dir=analysis "$@"
         ;;
     *)
         usage
