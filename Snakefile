@@ -18,6 +18,7 @@ sys.path.insert(0, workflow.basedir)
 from retinanet import atomic  # noqa: E402
 from workflow.regime import build_regime  # noqa: E402
 from workflow.scale import check_config, load_scale  # noqa: E402
+from workflow.schedule import build_schedule  # noqa: E402
 from workflow.study import ANALYTIC_FIGURES, FIGURES, TABLES, build_study, paths, weights_path  # noqa: E402
 
 
@@ -31,6 +32,7 @@ check_config(config, Path(workflow.basedir) / "workflow" / "schemas" / "config.s
 
 STUDY = build_study(config)
 REGIME = build_regime(config)  # this study's addition (issue 18): `snakemake regime`, not part of `all`
+SCHEDULE = build_schedule(config, STUDY)  # issue 18's check: `snakemake schedule`, not part of `all`
 P = paths(config)
 
 # Jobs run `python -m retinanet|analysis.*|workflow.scripts.*` from this checkout, wherever the working directory is.
@@ -43,6 +45,8 @@ include: "workflow/rules/train.smk"
 include: "workflow/rules/common_imbalance.smk"
 include: "workflow/rules/imbalance.smk"
 include: "workflow/rules/regime.smk"
+include: "workflow/rules/common_schedule.smk"
+include: "workflow/rules/schedule.smk"
 include: "workflow/rules/common_export.smk"
 include: "workflow/rules/analysis.smk"
 

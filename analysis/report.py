@@ -18,6 +18,8 @@ CLI::
         [--coco-anchor-stats FILE]   the same on COCO's annotations; default: COCO's published rate
         [--regime-section FILE]  results/<scale>/regime.md (python -m analysis.regime section): this study's
                                  addition, not in the paper, included after the figures
+        [--schedule-section FILE]  results/<scale>/schedule.md (python -m analysis.schedule section): the headline
+                                 verdicts at a longer schedule, this study's check, included after the regime's
         [--paper-values analysis/paper_values.yaml]
 """
 
@@ -149,9 +151,10 @@ def hardware_section(study: Study, wall_files: list[str], elapsed_s: float | Non
 def build_report(study: Study, pv: PaperValues, *, figures: dict[str, Path], report_dir: Path,
                  wall_files: list[str] = (), elapsed_s: float | None = None, provenance: str | None = None,
                  anchor_stats: str | None = None, coco_anchor_stats: str | None = None,
-                 regime_section: str | None = None) -> str:
+                 regime_section: str | None = None, schedule_section: str | None = None) -> str:
     """The whole REPORT.md text (reads the study's run outputs); with ``anchor_stats`` an imbalance section after the
-    claims (:mod:`analysis.imbalance`), with ``regime_section`` that file's section after the figures."""
+    claims (:mod:`analysis.imbalance`), with ``regime_section`` and ``schedule_section`` those files' sections after
+    the figures."""
     tables = [(tid, build_table(pv.tables[tid], study)) for tid in TABLE_IDS if study.table(tid)]
     evidence = load_evidence(study)
     claims = evaluate_claims(evidence)
@@ -180,6 +183,8 @@ def build_report(study: Study, pv: PaperValues, *, figures: dict[str, Path], rep
     parts.append(figures_section(figures, report_dir, figure_notes(study, evidence)))
     if regime_section is not None:
         parts.append(read_text(Path(regime_section), "regime report section"))
+    if schedule_section is not None:
+        parts.append(read_text(Path(schedule_section), "schedule report section"))
     parts += [deviations_section(study), hardware_section(study, list(wall_files), elapsed_s, provenance)]
     return "\n".join(parts)
 
@@ -210,6 +215,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--anchor-stats", default=None, help="anchor-stats JSON of the scale's training data")
     parser.add_argument("--coco-anchor-stats", default=None, help="anchor-stats JSON of COCO's annotations")
     parser.add_argument("--regime-section", default=None, help="results/<scale>/regime.md, this study's addition")
+    parser.add_argument("--schedule-section", default=None, help="results/<scale>/schedule.md, this study's check")
 
     def run(args) -> None:
         out = Path(args.out)
@@ -221,7 +227,8 @@ def main(argv: list[str] | None = None) -> int:
         text = build_report(load_study(args.study), load_paper_values(args.paper_values), figures=figures,
                             report_dir=out.parent, wall_files=args.wall, elapsed_s=args.elapsed_s,
                             provenance=args.provenance, anchor_stats=args.anchor_stats,
-                            coco_anchor_stats=args.coco_anchor_stats, regime_section=args.regime_section)
+                            coco_anchor_stats=args.coco_anchor_stats, regime_section=args.regime_section,
+                            schedule_section=args.schedule_section)
         write_text(out, text)
 
     return run_cli(parser, run, argv)

@@ -63,12 +63,13 @@ rule report:
     params:
         coco=coco_stats_option,
         regime=regime_section_option,
+        schedule=schedule_section_option,
     threads: 1
     conda:
         "../../environment.yml"
     shell:
         "python -m analysis.report --study {input.study} --out {output} --wall {input.wall} "
-        "--anchor-stats {input.anchor_stats} {params.coco} {params.regime} > {log} 2>&1"
+        "--anchor-stats {input.anchor_stats} {params.coco} {params.regime} {params.schedule} > {log} 2>&1"
 
 
 rule export:

@@ -18,11 +18,14 @@ wildcard_constraints:
 
 
 def run_of(rid):
-    """A run's resolved RunConfig: one of the study's, or of the regime experiment's (REGIME, workflow/regime.py)."""
+    """A run's resolved RunConfig: one of the study's, of the regime experiment's (REGIME, workflow/regime.py) or of
+    the schedule check's (SCHEDULE, workflow/schedule.py)."""
     if rid in STUDY.runs:
         return STUDY.runs[rid]
     if rid in REGIME.runs:
         return REGIME.runs[rid]
+    if rid in SCHEDULE.runs:
+        return SCHEDULE.runs[rid]
     raise ValueError(f"unknown run {rid!r}: not part of the {config['scale']} study")
 
 
@@ -36,6 +39,8 @@ def run_config_content(wildcards):
     run_of(wildcards.rid)  # an unknown run stops here, naming it
     if wildcards.rid in REGIME.runs:
         return REGIME.run_config(wildcards.rid)
+    if wildcards.rid in SCHEDULE.runs:
+        return SCHEDULE.run_config(wildcards.rid)
     return STUDY.run_config(wildcards.rid)
 
 
@@ -222,7 +227,7 @@ def report_inputs(wildcards):
     times (:func:`wall_time_files`) and the anchor statistics of its imbalance section (imbalance.smk)."""
     return {"study": P["manifest"], "tables": table_outputs(), "figures": figure_outputs(),
             "runs": all_run_outputs(wildcards), "wall": wall_time_files(), **imbalance_inputs(),
-            **regime_section_input()}
+            **regime_section_input(), **schedule_section_input()}
 
 
 def output_dir(wildcards, output):
