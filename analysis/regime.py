@@ -36,6 +36,7 @@ from analysis.imbalance import Rate, beside_coco, coco_rate, load_rate
 from analysis.plotting import PAPER_COLORS, new_figure
 from analysis.seeds import SeedValues, seed_values
 from analysis.study_io import read_json, read_metrics
+from analysis.verdict import Comparison, Outcome, compare
 
 TITLE = "This study's addition (not in the paper): FL against CE across the imbalance"
 CSV_FIELDS = ("rate_tag", "target_rate", "measured_rate", "config_measured_rate", "times_coco", "num_classes",
@@ -214,22 +215,45 @@ def curves_figure(results: list[RateResult]):
     return fig
 
 
-def _reading(results: list[RateResult]) -> str:
-    """What the table says, in one paragraph computed from it (no verdict on the paper's claims)."""
-    parts = []
-    for r in results:
-        if not math.isfinite(r.delta_se):
-            word = "one seed: no s.e."
-        elif abs(r.delta) > 2 * r.delta_se:
-            word = "FL ahead" if r.delta > 0 else "CE ahead"
-        else:
-            word = "within 2 s.e."
-        parts.append(f"{_signed(r.delta, r.delta_se)} AP at {r.measured.format()} ({word})")
+def outcome(r: RateResult) -> Comparison:
+    """FL against the best CE arm at one rate, by the report's verdict rule (analysis/verdict.py: a difference
+    counts beyond 2 pooled seed std with >= 2 seeds a side)."""
+    return compare(r.ap["fl"].values, r.ap[r.best_ce].values)
+
+
+def crossing(results: list[RateResult]) -> float | None:
+    """The positive rate where AP(FL) - AP(best CE) first changes sign from the mildest rate on, interpolated
+    linearly in log rate between the two measured rates around it; None where it keeps one sign."""
+    for a, b in zip(results, results[1:]):
+        if a.delta == 0.0:
+            return a.measured.value
+        if a.delta * b.delta <= 0.0:
+            t = a.delta / (a.delta - b.delta)
+            la, lb = math.log10(a.measured.value), math.log10(b.measured.value)
+            return 10 ** (la + t * (lb - la))
+    return None
+
+
+_WORDS = {Outcome.GREATER: "FL ahead", Outcome.LESS: "CE ahead", Outcome.EQUAL: "equal within seed noise",
+          Outcome.INCONCLUSIVE: "one seed: inconclusive"}
+
+
+def reading(results: list[RateResult]) -> str:
+    """What the table says, in one paragraph computed from it: per rate FL - best CE and its outcome by the
+    report's verdict rule, the trend from the mildest to the most extreme rate, and where the difference crosses
+    zero."""
+    parts = [f"{_signed(r.delta, r.delta_se)} AP at {r.measured.format()} ({_WORDS[outcome(r).outcome]})"
+             for r in results]
     mild, extreme = results[0], results[-1]
     trend = "grows" if extreme.delta > mild.delta else "shrinks"
-    return (f"AP(FL) - AP(best CE): {'; '.join(parts)}. From the mildest to the most extreme rate the difference "
-            f"{trend} by {abs(extreme.delta - mild.delta):.1f} AP. The paper's thesis predicts it to grow in FL's "
-            f"favour as the rate falls towards COCO's.")
+    cross = crossing(results)
+    where = (f"It crosses zero near {cross:.1e} (interpolated in log rate)" if cross is not None else
+             f"It keeps its sign ({'FL' if mild.delta > 0 else 'CE'} ahead on average) from "
+             f"{mild.measured.format()} to {extreme.measured.format()}")
+    return (f"AP(FL) - AP(best CE) (± its standard error; outcome by the report's verdict rule): {'; '.join(parts)}. "
+            f"From the mildest to the most extreme rate the difference {trend} by "
+            f"{abs(extreme.delta - mild.delta):.1f} AP in FL's {'favour' if trend == 'grows' else 'disfavour'}. "
+            f"{where}. The paper's thesis predicts it to grow in FL's favour as the rate falls towards COCO's.")
 
 
 def section(results: list[RateResult], coco: Rate, table_md: str, figures: dict[str, str]) -> str:
@@ -243,7 +267,7 @@ def section(results: list[RateResult], coco: Rate, table_md: str, figures: dict[
              "scale's base settings: FL (γ 2, α .25), α-CE (α .75) with the paper's prior π = .01, and α-CE with π "
              "= the measured rate (Chen et al.'s optimal bias initialization). The number of classes K grows with "
              "the imbalance, as from this scale to COCO, so each class has fewer training objects at the extreme "
-             "rates.", "", _reading(results), "", table_md]
+             "rates.", "", reading(results), "", table_md]
     for name, path in figures.items():
         lines += [f"![{name}]({path})", ""]
     return "\n".join(lines)

@@ -102,7 +102,19 @@ def test_figures_and_the_report_section(tmp_path):
     assert "![fig_imbalance](figures/fig_imbalance.png)" in text
     assert "![fig_imbalance_curves](figures/fig_imbalance_curves.png)" in text
     assert "-11.0 ± 0.6 AP at 9.2e-04 (CE ahead)" in text and "+5.0 ± 0.8 AP at 3.3e-05 (FL ahead)" in text
-    assert "grows by 16.0 AP" in text
+    assert "+0.0 ± 1.0 AP at 1.0e-04 (equal within seed noise)" in text
+    assert "grows by 16.0 AP in FL's favour" in text and "It crosses zero near 1.0e-04" in text
+
+
+def test_the_crossing_is_interpolated_in_log_rate(tmp_path):
+    results = regime.load_results(write_fake_regime(tmp_path))
+    assert regime.crossing(results) == pytest.approx(1.0e-4)  # the middle rate's difference is 0
+    mild, _, extreme = results
+    # -11 at 9.2e-4, +5 at 3.3e-5: zero at 11/16 of the way in log10(rate)
+    expected = 10 ** (math.log10(9.2e-4) + 11 / 16 * (math.log10(3.3e-5) - math.log10(9.2e-4)))
+    assert regime.crossing([mild, extreme]) == pytest.approx(expected)
+    assert regime.crossing([mild, mild]) is None
+    assert regime.outcome(extreme).outcome.value == "greater"
 
 
 def test_a_missing_metrics_file_is_named(tmp_path, capsys):
