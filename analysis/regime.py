@@ -41,7 +41,7 @@ from analysis.verdict import Comparison, Outcome, compare
 TITLE = "This study's addition (not in the paper): FL against CE across the imbalance"
 CSV_FIELDS = ("rate_tag", "target_rate", "measured_rate", "config_measured_rate", "times_coco", "num_classes",
               "image_size", "objects_per_image", "arm", "label", "prior", "n_seeds", "seeds", "ap_mean", "ap_std",
-              "best_ce", "fl_minus_best_ce", "fl_minus_best_ce_se")
+              "best_ce", "fl_minus_best_ce", "fl_minus_best_ce_se", "fl_vs_best_ce")
 
 
 @dataclass(frozen=True)
@@ -144,7 +144,8 @@ def csv_text(results: list[RateResult], coco: Rate) -> str:
                 "objects_per_image": round(r.objects_per_image, 3), "arm": key, "label": r.labels[key],
                 "prior": r.priors[key], "n_seeds": ap.n, "seeds": ap.format_seeds(2),
                 "ap_mean": ap.mean, "ap_std": ap.std, "best_ce": key == r.best_ce,
-                "fl_minus_best_ce": r.delta, "fl_minus_best_ce_se": r.delta_se})
+                "fl_minus_best_ce": r.delta, "fl_minus_best_ce_se": r.delta_se,
+                "fl_vs_best_ce": outcome(r).outcome.value})
     return buf.getvalue()
 
 

@@ -82,6 +82,8 @@ def test_table_has_one_row_per_rate_beside_cocos_rate(tmp_path):
     assert len(table) == 3 * len(FAKE)
     assert {(r["rate_tag"], r["arm"]) for r in table if r["best_ce"] == "True"} == \
         {("pr1e-03", "ce"), ("pr1e-04", "ce-prior"), ("pr3e-05", "ce-prior")}
+    assert {r["rate_tag"]: r["fl_vs_best_ce"] for r in table} == {
+        "pr1e-03": "less", "pr1e-04": "equal within seed noise", "pr3e-05": "greater"}
 
 
 def test_figures_and_the_report_section(tmp_path):
