@@ -105,7 +105,9 @@ case "$cmd" in
     notebooks)
         ensure_env
         ensure_notebooks
-        exec jupyter lab --ServerApp.root_dir=analysis "$@"
+        root=()  # Jupyter refuses to run as root (containers, CI machines) unless told
+        [ "$(id -u)" = 0 ] && root=(--allow-root)
+        exec jupyter lab --ServerApp.root_dir=analysis "${root[@]}" "$@"
         ;;
     *)
         usage
