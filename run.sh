@@ -6,7 +6,8 @@
 #   bash run.sh notebooks [jupyter args]  JupyterLab on analysis/ (installed into .venv on first use)
 #
 # Environment: PYTHON (interpreter that creates .venv, default python3, >= 3.11), VENV (default .venv),
-# RETINANET_SLURM=0|1 (skip / force the SLURM test-cluster setup; default: only as root with apt-get).
+# RETINANET_SLURM=0|1 (skip / force the SLURM test-cluster setup; default: only as root with apt-get),
+# RETINANET_CHROMIUM=0|1 (the same for headless Chromium, which the tests marked chromium need).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")"
 
@@ -67,16 +68,18 @@ print(*tomllib.load(open("pyproject.toml", "rb"))["project"]["optional-dependenc
     fi
 }
 
-# Hook for the SLURM tests: .ci/setup-slurm.sh starts a single-node cluster (apt packages + daemons, root only).
-# Without it, tests marked `slurm` skip themselves; in CI a failed setup is an error, not a silent skip.
-setup_slurm() {
-    local hook=.ci/setup-slurm.sh mode=${RETINANET_SLURM:-auto}
+# Hooks for the tests that need a system service: .ci/setup-<marker>.sh sets it up (apt packages, daemons; root
+# only): setup-slurm.sh starts a single-node SLURM cluster, setup-chromium.sh installs headless Chromium. Without
+# it, tests marked <marker> skip themselves; in CI a failed setup is an error, not a silent skip.
+#   setup_hook MARKER ENV_VAR WHAT      (ENV_VAR=0 skips the hook, =1 runs it even when not root)
+setup_hook() {
+    local marker=$1 mode=${!2:-auto} what=$3 hook=.ci/setup-$1.sh
     [ -f "$hook" ] && [ "$mode" != 0 ] || return 0
     if [ "$mode" = 1 ] || { [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; }; then
-        echo "== starting the SLURM test cluster ($hook)"
+        echo "== $what ($hook)"
         if ! bash "$hook"; then
             [ "${CI:-}" = true ] && { echo "error: $hook failed" >&2; exit 1; }
-            echo "warning: $hook failed; tests marked slurm will skip" >&2
+            echo "warning: $hook failed; tests marked $marker will skip" >&2
         fi
     fi
 }
@@ -86,7 +89,8 @@ cmd=${1:-}
 case "$cmd" in
     test)
         ensure_env
-        setup_slurm
+        setup_hook slurm RETINANET_SLURM "starting the SLURM test cluster"
+        setup_hook chromium RETINANET_CHROMIUM "installing headless Chromium"
         echo "== ruff check ."
         ruff_rc=0
         ruff check . || ruff_rc=$?
