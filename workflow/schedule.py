@@ -101,12 +101,18 @@ def schedule_paths(scale: dict) -> dict[str, str]:
 
 
 def multiple_of(scale: dict) -> float:
-    """``schedule_check.multiple``, validated: a number > 0 other than 1 (StudyError naming the key)."""
+    """``schedule_check.multiple``, validated: a number > 0 other than 1 (StudyError naming the key); the section's
+    only other key is ``pretrainings`` (a list of replica numbers)."""
     where = f"config {scale['scale']}: schedule_check"
     section = scale["schedule_check"]
-    if not isinstance(section, dict) or set(section) != {"multiple"}:
+    if not isinstance(section, dict) or "multiple" not in section or set(section) - {"multiple", "pretrainings"}:
         got = sorted(section) if isinstance(section, dict) else type(section).__name__
-        raise StudyError(f"{where}: expected a mapping with the one key 'multiple', got {got}")
+        raise StudyError(f"{where}: expected a mapping with the key 'multiple' (and optionally 'pretrainings'), "
+                         f"got {got}")
+    only = section.get("pretrainings")
+    if only is not None and (not isinstance(only, list) or not only or
+                             not all(isinstance(k, int) and not isinstance(k, bool) and k >= 0 for k in only)):
+        raise StudyError(f"{where}.pretrainings: must be a non-empty list of replica numbers >= 0, got {only!r}")
     multiple = section["multiple"]
     if isinstance(multiple, bool) or not isinstance(multiple, (int, float)) or not 0 < multiple != 1:
         raise StudyError(f"{where}.multiple: must be a number > 0 other than 1, got {multiple!r}")
@@ -134,10 +140,12 @@ def scaled(overrides: dict, multiple: float) -> dict:
     return merge(overrides, {"solver": {"schedule": schedule * multiple}})
 
 
-def _replicates(entry: dict) -> list[tuple[int, int]]:
-    """``(pretraining, seed)`` of every run of a study manifest entry (pretraining replicas, where the entry lists
-    them, crossed with its seeds), so the longer schedule repeats exactly the study's replicates."""
-    return [(k, int(s)) for k in entry.get("pretrainings", [0]) for s in entry["seeds"]]
+def _replicates(entry: dict, pretrainings: list[int] | None) -> list[tuple[int, int]]:
+    """``(pretraining, seed)`` of the study manifest entry's runs that the check compares (its pretraining replicas,
+    where the entry lists them, crossed with its seeds; only those in ``pretrainings`` when given), so the longer
+    schedule repeats exactly these replicates and both schedules are judged on the same ones."""
+    have = entry.get("pretrainings", [0])
+    return [(k, int(s)) for k in have if pretrainings is None or k in pretrainings for s in entry["seeds"]]
 
 
 def build_schedule(scale: dict, study: Study) -> Schedule:
@@ -148,6 +156,7 @@ def build_schedule(scale: dict, study: Study) -> Schedule:
     if not scale.get("schedule_check"):
         return Schedule({}, {})
     multiple = multiple_of(scale)
+    only = scale["schedule_check"].get("pretrainings")
     longer = f"{fmt(multiple)}x"
     headline = list(scale["seeds"]["headline"])
     p = paths(scale)
@@ -164,7 +173,11 @@ def build_schedule(scale: dict, study: Study) -> Schedule:
         key_of = {path: key for key, path in entry["metrics"].items()}
         metrics: dict[str, dict[str, str]] = {BASE: {}, longer: {}}
         iterations = {}
-        for k, seed in _replicates(entry):
+        replicates = _replicates(entry, only)
+        if not replicates:
+            raise StudyError(f"{where}: schedule_check.pretrainings {only} has none of the study's pretrainings "
+                             f"{entry.get('pretrainings', [0])}")
+        for k, seed in replicates:
             base_rid, rid = run_id(entry["run"], seed, k), run_id(name, seed, k)
             key = key_of[p["metrics"].format(rid=base_rid)]
             try:
@@ -179,7 +192,7 @@ def build_schedule(scale: dict, study: Study) -> Schedule:
             iterations = {BASE: study.runs[base_rid].solver.iterations, longer: cfg.solver.iterations}
         entries[setting.key] = {
             "label": setting.label, "table": setting.table, "row": setting.row, "seeds": headline,
-            "pretrainings": list(entry.get("pretrainings", [0])), "runs": {BASE: entry["run"], longer: name},
+            "pretrainings": sorted({k for k, _ in replicates}), "runs": {BASE: entry["run"], longer: name},
             "iterations": iterations, "metrics": metrics}
     manifest = {
         "scale": scale["scale"],
