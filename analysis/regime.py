@@ -274,6 +274,26 @@ def section(results: list[RateResult], coco: Rate, table_md: str, figures: dict[
     return "\n".join(lines)
 
 
+def claim_note(table_csv: str | Path) -> str:
+    """One sentence for the claims C3 and C4 from ``table_imbalance.csv`` (what results/<scale> commits): FL - best
+    CE at each rate with its outcome by the verdict rule and the rate beside COCO's, mildest first."""
+    path = Path(table_csv)
+    try:
+        rows = list(csv.DictReader(io.StringIO(path.read_text(encoding="utf-8"))))
+        per_rate = {}
+        for row in rows:
+            per_rate.setdefault(row["rate_tag"], row)
+        parts = [f"{_signed(float(r['fl_minus_best_ce']), float(r['fl_minus_best_ce_se']))} AP at "
+                 f"{float(r['measured_rate']):.1e} ({float(r['times_coco']):.0f}x COCO's rate; "
+                 f"{_WORDS[Outcome(r['fl_vs_best_ce'])]})"
+                 for r in sorted(per_rate.values(), key=lambda r: -float(r["measured_rate"]))]
+    except (OSError, KeyError, ValueError) as exc:
+        raise AnalysisInputError(f"{path}: not a regime table ({exc!r})") from None
+    if not parts:
+        raise AnalysisInputError(f"{path}: regime table has no rows")
+    return f"The regime experiment (this study's addition, below): FL - best CE {'; '.join(parts)}."
+
+
 def main(argv: list[str] | None = None) -> int:
     from analysis.cli import run_cli
     from analysis.outputs import save_figure

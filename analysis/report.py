@@ -25,6 +25,7 @@ CLI::
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import sys
 from pathlib import Path
@@ -64,6 +65,30 @@ def claims_section(results: list[ClaimResult]) -> str:
         lines.append(f"- **{r.id}** ({r.verdict}): " + "; ".join(f"{d}: {mark[t]}" for d, t in r.tests))
     lines += ["", "</details>", ""]
     return "\n".join(lines)
+
+
+IMBALANCE_CLAIMS = ("C3", "C4")
+"""The claims about FL against alpha-CE, which the paper ties to the foreground-background imbalance: their text
+names the scale's positive rate per classification output and, once run, the regime experiment's finding."""
+
+
+def with_the_rate(claims: list[ClaimResult], anchor_stats: str | None, coco_anchor_stats: str | None,
+                  regime_table: str | None) -> list[ClaimResult]:
+    """C3 and C4 with the positive rate their verdict was judged at (``anchor_stats``, beside COCO's) and the
+    regime experiment's FL - best CE per rate (``regime_table``: table_imbalance.csv) appended to their text."""
+    from analysis.imbalance import beside_coco, coco_rate, load_rate
+    from analysis.regime import claim_note
+
+    notes = []
+    if anchor_stats is not None:
+        notes.append(f"Judged at this scale's positive rate per classification output, "
+                     f"{beside_coco(load_rate(anchor_stats), coco_rate(coco_anchor_stats))}.")
+    if regime_table is not None:
+        notes.append(claim_note(regime_table))
+    if not notes:
+        return claims
+    return [dataclasses.replace(c, ours=f"{c.ours}. {' '.join(notes)}") if c.id in IMBALANCE_CLAIMS else c
+            for c in claims]
 
 
 def figure_notes(study: Study, evidence) -> dict[str, str]:
@@ -151,13 +176,14 @@ def hardware_section(study: Study, wall_files: list[str], elapsed_s: float | Non
 def build_report(study: Study, pv: PaperValues, *, figures: dict[str, Path], report_dir: Path,
                  wall_files: list[str] = (), elapsed_s: float | None = None, provenance: str | None = None,
                  anchor_stats: str | None = None, coco_anchor_stats: str | None = None,
-                 regime_section: str | None = None, schedule_section: str | None = None) -> str:
+                 regime_section: str | None = None, schedule_section: str | None = None,
+                 regime_table: str | None = None) -> str:
     """The whole REPORT.md text (reads the study's run outputs); with ``anchor_stats`` an imbalance section after the
     claims (:mod:`analysis.imbalance`), with ``regime_section`` and ``schedule_section`` those files' sections after
     the figures."""
     tables = [(tid, build_table(pv.tables[tid], study)) for tid in TABLE_IDS if study.table(tid)]
     evidence = load_evidence(study)
-    claims = evaluate_claims(evidence)
+    claims = with_the_rate(evaluate_claims(evidence), anchor_stats, coco_anchor_stats, regime_table)
     counts = {v: sum(c.verdict == v for c in claims) for v in ("reproduced", "not reproduced", "inconclusive")}
     seeds = ", ".join(str(s) for s in study.seeds) or "?"
     head = [f"# Reproduction report: Focal Loss for Dense Object Detection (scale `{study.scale}`)", "",
@@ -216,6 +242,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--coco-anchor-stats", default=None, help="anchor-stats JSON of COCO's annotations")
     parser.add_argument("--regime-section", default=None, help="results/<scale>/regime.md, this study's addition")
     parser.add_argument("--schedule-section", default=None, help="results/<scale>/schedule.md, this study's check")
+    parser.add_argument("--regime-table", default=None,
+                        help="results/<scale>/tables/table_imbalance.csv: C3 and C4 cite the regime experiment")
 
     def run(args) -> None:
         out = Path(args.out)
@@ -228,7 +256,7 @@ def main(argv: list[str] | None = None) -> int:
                             report_dir=out.parent, wall_files=args.wall, elapsed_s=args.elapsed_s,
                             provenance=args.provenance, anchor_stats=args.anchor_stats,
                             coco_anchor_stats=args.coco_anchor_stats, regime_section=args.regime_section,
-                            schedule_section=args.schedule_section)
+                            schedule_section=args.schedule_section, regime_table=args.regime_table)
         write_text(out, text)
 
     return run_cli(parser, run, argv)

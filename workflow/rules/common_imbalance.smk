@@ -115,8 +115,13 @@ def regime_outputs():
 def regime_section_input():
     """The report includes the regime section once `snakemake regime` has written it (an input only then: `all`
     never trains the experiment; a later report run picks the section up, being older than it)."""
-    return {"regime_section": RP["section"]} if REGIME.runs and os.path.isfile(RP["section"]) else {}
+    if not (REGIME.runs and os.path.isfile(RP["section"])):
+        return {}
+    return {"regime_section": RP["section"], "regime_table": f"{RP['table']}.csv"}
 
 
 def regime_section_option(wildcards, input):
-    return f"--regime-section {input.regime_section}" if "regime_section" in input.keys() else ""
+    """``--regime-section`` and ``--regime-table`` (C3 and C4 cite the table) once the experiment has run."""
+    if "regime_section" not in input.keys():
+        return ""
+    return f"--regime-section {input.regime_section} --regime-table {input.regime_table}"
