@@ -8,8 +8,9 @@ import re
 from pathlib import Path
 
 import pytest
+from test_analysis_regime import write_fake_regime
 
-from analysis import fig2, fig4, fig7, report
+from analysis import fig2, fig4, fig7, regime, report
 from analysis.fake_study import write_fake_study
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -117,10 +118,6 @@ def test_report_includes_the_regime_section_after_the_figures(fake_study, tmp_pa
 def test_c3_and_c4_name_the_rate_and_cite_the_regime_table(fake_study, tmp_path):
     """Issue 18 item 4: the FL-against-CE claims say at which positive rate they were judged and what the regime
     experiment found at each rate (from the committed table_imbalance.csv); the other claims are unchanged."""
-    from tests.test_analysis_regime import write_fake_regime
-
-    from analysis import regime
-
     table = tmp_path / "table_imbalance.csv"
     assert regime.main(["table", "--regime", str(write_fake_regime(tmp_path / "regime")), "--out", str(table)]) == 0
     stats = tmp_path / "stats.json"
