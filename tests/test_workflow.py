@@ -333,6 +333,24 @@ def test_mini_regime_dry_run_lists_its_jobs_and_all_trains_none_of_them(tmp_path
     assert "regime_dataset" not in main and "evaluate_snapshot" not in main
 
 
+def test_committed_sections_go_into_the_report_without_rerunning_their_experiments(tmp_path: Path):
+    """A fresh clone has results/mini's committed regime and schedule sections but none of their runs: `all` trains
+    the study's runs only, and its report still includes both sections (plain files, not inputs)."""
+    results = tmp_path / "results" / "mini"
+    (results / "tables").mkdir(parents=True)
+    (results / "regime.md").write_text("## This study's addition (not in the paper)\n")
+    (results / "tables" / "table_imbalance.csv").write_text("rate,arm\n")
+    (results / "schedule.md").write_text("## schedule\n")
+    res = snakemake(tmp_path, "-n", "-p", "--config", "scale=mini")
+    assert res.returncode == 0, res.stderr[-3000:]
+    counts = _job_counts(res.stdout + res.stderr)
+    study = build_study(load_scale({"scale": "mini"}, ROOT / "config"))
+    assert counts["train"] == len(study.runs) and counts["report"] == 1
+    assert not {"regime_dataset", "evaluate_snapshot", "regime_section", "schedule_table"} & set(counts)
+    assert ("--regime-section results/mini/regime.md --regime-table results/mini/tables/table_imbalance.csv"
+            in res.stdout) and "--schedule-section results/mini/schedule.md" in res.stdout
+
+
 def test_regime_without_a_regime_section_stops_with_one_clear_line(tmp_path: Path):
     res = snakemake(tmp_path, "-n", "regime", "--config", "scale=paper")
     assert res.returncode != 0

@@ -64,6 +64,7 @@ rule report:
         coco=coco_stats_option,
         regime=regime_section_option,
         schedule=schedule_section_option,
+        sections=report_sections,
     threads: 1
     conda:
         "../../environment.yml"

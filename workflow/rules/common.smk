@@ -1,6 +1,7 @@
 # Named input/param functions and path patterns shared by the rules (no lambdas in rules).
 # STUDY (workflow/study.py's Study) and P (its path patterns) are built in the Snakefile.
 
+import hashlib
 import re
 import shlex
 
@@ -226,8 +227,17 @@ def report_inputs(wildcards):
     """The report reads every table and figure, every run's outputs (through the manifest), the jobs' wall
     times (:func:`wall_time_files`) and the anchor statistics of its imbalance section (imbalance.smk)."""
     return {"study": P["manifest"], "tables": table_outputs(), "figures": figure_outputs(),
-            "runs": all_run_outputs(wildcards), "wall": wall_time_files(), **imbalance_inputs(),
-            **regime_section_input(), **schedule_section_input()}
+            "runs": all_run_outputs(wildcards), "wall": wall_time_files(), **imbalance_inputs()}
+
+
+def report_sections(wildcards):
+    """A digest of the sections the report includes as plain files (the regime experiment's and the schedule
+    check's, not inputs: :func:`regime_section_option`). It is a param, so a section written anew reruns the report
+    through the 'params' rerun trigger, and `all` never schedules the runs behind a committed section."""
+    digest = hashlib.sha256()
+    for path in regime_section_files() + schedule_section_files():
+        digest.update(path.encode() + b"\0" + Path(path).read_bytes())
+    return digest.hexdigest()
 
 
 def output_dir(wildcards, output):

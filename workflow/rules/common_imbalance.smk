@@ -112,16 +112,17 @@ def regime_outputs():
         [f"{RP[name]}.{ext}" for name in ("figure", "curves") for ext in ("png", "pdf")] + [RP["section"]]
 
 
-def regime_section_input():
-    """The report includes the regime section once `snakemake regime` has written it (an input only then: `all`
-    never trains the experiment; a later report run picks the section up, being older than it)."""
+def regime_section_files():
+    """The regime section and the table that C3 and C4 cite, once the experiment has written them (committed, or just
+    now by `snakemake regime`); none for a scale without the experiment or before it has run."""
     if not (REGIME.runs and os.path.isfile(RP["section"])):
-        return {}
-    return {"regime_section": RP["section"], "regime_table": f"{RP['table']}.csv"}
+        return []
+    return [RP["section"], f"{RP['table']}.csv"]
 
 
-def regime_section_option(wildcards, input):
-    """``--regime-section`` and ``--regime-table`` (C3 and C4 cite the table) once the experiment has run."""
-    if "regime_section" not in input.keys():
-        return ""
-    return f"--regime-section {input.regime_section} --regime-table {input.regime_table}"
+def regime_section_option(wildcards):
+    """``--regime-section`` and ``--regime-table``. The report reads them as plain files, not as rule inputs: a fresh
+    clone has the committed section but none of the experiment's runs, and an input would make `all` train the whole
+    experiment again. The report rule's ``sections`` param reruns the report when they change."""
+    files = regime_section_files()
+    return f"--regime-section {files[0]} --regime-table {files[1]}" if files else ""

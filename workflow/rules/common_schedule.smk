@@ -31,11 +31,12 @@ def schedule_outputs():
     return [f"{SP['table']}.{ext}" for ext in ("csv", "md")] + [SP["section"]]
 
 
-def schedule_section_input():
-    """The report includes the schedule section once `snakemake schedule` has written it (an input only then: `all`
-    never trains the check's runs; a later report run picks the section up, being older than it)."""
-    return {"schedule_section": SP["section"]} if SCHEDULE.manifest and os.path.isfile(SP["section"]) else {}
+def schedule_section_files():
+    """The schedule section once `snakemake schedule` has written it (committed, or just now); else none."""
+    return [SP["section"]] if SCHEDULE.manifest and os.path.isfile(SP["section"]) else []
 
 
-def schedule_section_option(wildcards, input):
-    return f"--schedule-section {input.schedule_section}" if "schedule_section" in input.keys() else ""
+def schedule_section_option(wildcards):
+    """``--schedule-section``, read as a plain file for the reason :func:`regime_section_option` gives."""
+    files = schedule_section_files()
+    return f"--schedule-section {files[0]}" if files else ""
