@@ -236,7 +236,8 @@ def report_sections(wildcards):
     through the 'params' rerun trigger, and `all` never schedules the runs behind a committed section."""
     digest = hashlib.sha256()
     for path in regime_section_files() + schedule_section_files():
-        digest.update(path.encode() + b"\0" + Path(path).read_bytes())
+        digest.update(f"{path}\0".encode())
+        digest.update(Path(path).read_bytes())
     return digest.hexdigest()
 
 

@@ -121,8 +121,8 @@ def regime_section_files():
 
 
 def regime_section_option(wildcards):
-    """``--regime-section`` and ``--regime-table``. The report reads them as plain files, not as rule inputs: a fresh
+    """``--regime-section`` and ``--regime-table``. The report reads them as plain files, not as inputs (a fresh
     clone has the committed section but none of the experiment's runs, and an input would make `all` train the whole
-    experiment again. The report rule's ``sections`` param reruns the report when they change."""
+    experiment again). The report rule's ``sections`` param reruns the report when they change."""
     files = regime_section_files()
     return f"--regime-section {files[0]} --regime-table {files[1]}" if files else ""
