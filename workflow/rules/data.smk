@@ -78,8 +78,8 @@ elif config["weights"]["source"] == "pretrain":
         params:
             args=pretrain_args,
         threads: config["job_threads"]
-        priority: 10  # each pretraining gates every run of its replica: started last (Snakemake prefers the runs,
-                      # whose inputs are larger), mini's second ResNet-18 replica left one core idle for its 36 min
+        priority: 10  # each pretraining gates every run of its replica; without priority Snakemake prefers the
+                      # ready runs (larger inputs), and mini's second ResNet-18 replica would start last, one core idle
         conda:
             "../../environment.yml"
         shell:
