@@ -13,7 +13,8 @@ from analysis.errors import AnalysisInputError
 
 def _workdir(root: Path) -> Path:
     """A finished 3-run study: FL over seeds 0-2 (AP 10, 12, 14; ResNet-18, 128 px), one ResNet-34 run and Table 2's
-    long-schedule run (AP 31, 4x the iterations)."""
+    long-schedule run (AP 31, 4x the iterations); each run's ``result.json`` counts 4 s less than its train job's
+    benchmark (the process start-up)."""
     w = root / "work" / "mini"
     runs, fl_metrics = {}, {}
     for rid, depth, ap, train_s in (("fl-s0", 18, 10.0, 80.0), ("fl-s1", 18, 12.0, 90.0), ("fl-s2", 18, 14.0, 100.0),
@@ -25,7 +26,10 @@ def _workdir(root: Path) -> Path:
         metrics = w / "eval" / rid / "metrics.json"
         metrics.parent.mkdir(parents=True, exist_ok=True)
         metrics.write_text(json.dumps({"AP": ap, "status": "completed"}))
-        runs[rid] = {"config": str(cfg), "metrics": str(metrics)}
+        result = w / "runs" / rid / "result.json"
+        result.parent.mkdir(parents=True)
+        result.write_text(json.dumps({"status": "completed", "wall_s": train_s - 4.0, "attempts": 1}))
+        runs[rid] = {"config": str(cfg), "metrics": str(metrics), "result": str(result)}
         if rid.startswith("fl"):
             fl_metrics[rid[-1]] = str(metrics)
         for rule, secs in (("train", train_s), ("evaluate", 10.0)):
@@ -72,6 +76,23 @@ def test_table_reports_times_ap_and_seed_spread(tmp_path: Path, monkeypatch: pyt
     coco.write_text(json.dumps(_anchor_stats(163.0, 120087.0, 80)))
     line = next(r for r in calibration.table(w, stats, coco).splitlines() if r.startswith(f"| {rate} |"))
     assert line.endswith("| 9.4e-04 (pooled 9.4e-04), 55.4x COCO's 1.7e-05 (COCO's measured with anchor-stats) |")
+
+
+def test_a_resumed_run_counts_all_its_attempts(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Snakemake's benchmark of a resumed run holds only its last job (here 90 s); result.json's wall_s sums the
+    attempts (60 + 90 s): the table counts the sum, in the median and in the total."""
+    w = _workdir(tmp_path)
+    monkeypatch.chdir(tmp_path)
+    (w / "runs" / "fl-s1" / "result.json").write_text(json.dumps({"status": "completed", "wall_s": 150.0,
+                                                                   "attempts": 2}))
+    rows = dict(line.strip("|").split(" | ", 1) for line in calibration.table(w).splitlines()[2:])
+    rows = {k.strip(): v.strip() for k, v in rows.items()}
+    assert rows["train job wall time, R18 128 px, 500 it"] == "100 s [80-150] (n=3)"
+    # 80 + 150 + 100 + 150 + 400 train, 5 x 10 evaluate = 930 s
+    assert rows["sum of job wall times: train + evaluate; all other jobs"] == "0.26 h; 0.5 min (1 jobs)"
+    (w / "runs" / "fl-s1" / "result.json").unlink()
+    with pytest.raises(AnalysisInputError, match=r"fl-s1/result.json"):
+        calibration.table(w)
 
 
 def test_anchor_statistics_without_the_positive_rate_are_refused(tmp_path: Path, monkeypatch) -> None:
