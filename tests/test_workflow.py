@@ -351,6 +351,16 @@ def test_committed_sections_go_into_the_report_without_rerunning_their_experimen
             in res.stdout) and "--schedule-section results/mini/schedule.md" in res.stdout
 
 
+def test_a_regime_section_without_its_table_is_named(tmp_path: Path):
+    """A committed regime section whose table is missing stops the DAG with both paths named, not a traceback."""
+    (tmp_path / "results" / "mini").mkdir(parents=True)
+    (tmp_path / "results" / "mini" / "regime.md").write_text("## This study's addition (not in the paper)\n")
+    res = snakemake(tmp_path, "-n", "--config", "scale=mini")
+    assert res.returncode != 0
+    assert ("results/mini/regime.md is there but its table results/mini/tables/table_imbalance.csv is not"
+            in res.stdout + res.stderr)
+
+
 def test_regime_without_a_regime_section_stops_with_one_clear_line(tmp_path: Path):
     res = snakemake(tmp_path, "-n", "regime", "--config", "scale=paper")
     assert res.returncode != 0

@@ -117,7 +117,11 @@ def regime_section_files():
     now by `snakemake regime`); none for a scale without the experiment or before it has run."""
     if not (REGIME.runs and os.path.isfile(RP["section"])):
         return []
-    return [RP["section"], f"{RP['table']}.csv"]
+    table = f"{RP['table']}.csv"
+    if not os.path.isfile(table):  # `snakemake regime` writes both; the report cannot cite a table it cannot read
+        raise ValueError(f"{RP['section']} is there but its table {table} is not: run `snakemake regime` again "
+                         "(it writes both), or remove the section")
+    return [RP["section"], table]
 
 
 def regime_section_option(wildcards):
