@@ -1,8 +1,8 @@
-"""Figures 1, 5, 6 and 7's loss curves, computed with the detector's own losses (``retinanet.losses``).
+"""Figures 1, 5, 6 and 7's loss curves, computed with the detector's own losses (``retinanet.modeling.losses``).
 
 A loss curve is a function of x_t = y x (eq. 6), y in {+1, -1}; p_t = sigmoid(x_t). The curves use the unweighted
 losses (alpha = None): CE (eq. 1-2, FL with gamma = 0), FL (eq. 4) and FL* (eq. 7-8). Derivatives with respect to
-x come from autograd through ``retinanet.losses`` and are checked against Appendix B (eq. 9-11) by
+x come from autograd through ``retinanet.modeling.losses`` and are checked against Appendix B (eq. 9-11) by
 :func:`check_derivatives`, which raises :class:`DerivativeMismatch` when they disagree.
 """
 
@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import torch
 
-from retinanet.losses import focal_loss, focal_star_loss
+from retinanet.modeling.losses import focal_loss, focal_star_loss
 
 
 @dataclass(frozen=True)
@@ -39,7 +39,7 @@ FIG5_SPECS = (LossSpec("FL", 0.0), LossSpec("FL", 2.0), LossSpec("FL*", 2.0, 1.0
 
 
 class DerivativeMismatch(AssertionError):
-    """Autograd through retinanet.losses disagrees with the paper's derivatives (eq. 9-11)."""
+    """Autograd through retinanet.modeling.losses disagrees with the paper's derivatives (eq. 9-11)."""
 
 
 def _loss(spec: LossSpec, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -64,7 +64,7 @@ def loss_vs_pt(gamma: float, p_t: torch.Tensor) -> torch.Tensor:
 
 
 def autograd_derivative(spec: LossSpec, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    """d loss / d x by autograd through retinanet.losses, for logits x [n] and labels y [n] in {0, 1}."""
+    """d loss / d x by autograd through retinanet.modeling.losses, for logits x [n] and labels y [n] in {0, 1}."""
     x = torch.as_tensor(x, dtype=torch.float64).detach().clone().requires_grad_(True)
     y = torch.as_tensor(y, dtype=torch.float64)
     (grad,) = torch.autograd.grad(_loss(spec, x, y).sum(), x)

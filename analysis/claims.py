@@ -259,7 +259,7 @@ def c8(ev: Evidence) -> ClaimResult:
              "γ=2 the vast majority of the loss comes from a small fraction of samples.")
     if ev.samples is None:
         return ClaimResult("C8", claim, paper, "no loss samples", [("Figure 4's samples were collected", None)])
-    from analysis.loss_samples import FIG4_GAMMAS, HARDEST_FRACTION
+    from analysis.fig4_data import FIG4_GAMMAS, HARDEST_FRACTION
 
     half, shares = ev.samples.half_loss_fractions(), ev.samples.hardest_shares()
     neg = [half["neg"][g] for g in FIG4_GAMMAS]

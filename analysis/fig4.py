@@ -16,8 +16,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script:
 from matplotlib.figure import Figure
 
 from analysis.errors import AnalysisInputError
+from analysis.fig4_data import FIG4_GAMMAS
 from analysis.fig4_summary import Fig4Data, load_fig4
-from analysis.loss_samples import FIG4_GAMMAS
 from analysis.plotting import PAPER_COLORS, new_figure
 from analysis.study_io import Study, load_loss_samples, load_study
 

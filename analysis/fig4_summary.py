@@ -50,7 +50,7 @@ class Fig4Data(Protocol):
 @dataclass(frozen=True)
 class Fig4Summary:
     """A summary's numbers (:func:`summarize`, :func:`load_summary`); ``curves`` is shaped as
-    :func:`analysis.loss_samples.cdf_curves`' result, ``half`` and ``shares`` as C8's statistics."""
+    :func:`analysis.fig4_data.cdf_curves`' result, ``half`` and ``shares`` as C8's statistics."""
 
     counts: tuple[int, int]
     meta: dict
@@ -89,7 +89,7 @@ def summarize(samples: LossSamples) -> Fig4Summary:
 
 def summary_json(summary: Fig4Summary) -> dict:
     """The summary as the JSON object of the file (module docstring)."""
-    from analysis.loss_samples import FIG4_GAMMAS, HARDEST_FRACTION
+    from analysis.fig4_data import FIG4_GAMMAS, HARDEST_FRACTION
 
     def one(s: str) -> dict:
         return {"cdf": [[round(float(v), CURVE_DECIMALS) for v in summary.curves[s][g]] for g in FIG4_GAMMAS],
@@ -113,7 +113,7 @@ def load_summary(path: str | Path) -> Fig4Summary:
     """Read a summary file; a missing or malformed one, or one made for other gammas or another hardest
     fraction than this code's (regenerate it: the numbers would be C8's old ones), raises AnalysisInputError
     naming the file and field."""
-    from analysis.loss_samples import FIG4_GAMMAS, HARDEST_FRACTION
+    from analysis.fig4_data import FIG4_GAMMAS, HARDEST_FRACTION
 
     path = Path(path)
     data = read_json(path, "Figure 4 summary")

@@ -1,4 +1,4 @@
-"""Figure 6: derivatives of Figure 5's losses with respect to x, by autograd through ``retinanet.losses``.
+"""Figure 6: derivatives of Figure 5's losses with respect to x, by autograd through ``retinanet.modeling.losses``.
 
 Before drawing, the autograd derivatives are checked against Appendix B (eq. 9-11) at both labels over
 x in [-20, 20]; a disagreement stops the script with an error (exit code 1, no figure written).

@@ -2,10 +2,10 @@
 
 ``python -m retinanet anchor-stats --out FILE`` measures it for a dataset under a run's anchors and matcher: fg
 anchors / (anchors x K), the mean over images of each image's rate (section 3's "extreme foreground-background
-class imbalance"; issue 18). This module reads such files and states a dataset's rate beside COCO's: COCO's is
-measured by the same command on COCO's annotations where a file is given (the paper scale's own data, or
-``data/coco`` when present), else it is the published value :data:`retinanet.anchor_stats.COCO_PUBLISHED`, cited as
-such. The report's imbalance section, the calibration table and the regime table (:mod:`analysis.regime`) use it.
+class imbalance"; issue 18). This module reads such files and states a dataset's rate beside COCO's: COCO's is measured
+by the same command on COCO's annotations where a file is given (the paper scale's own data, or ``data/coco`` when
+present), else it is the published value :data:`retinanet.tools.anchor_stats.COCO_PUBLISHED`, cited as such. The
+report's imbalance section, the calibration table and the regime table (:mod:`analysis.regime`) use it.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from pathlib import Path
 
 from analysis.errors import AnalysisInputError
 from analysis.study_io import read_json
-from retinanet.anchor_stats import COCO_PUBLISHED
+from retinanet.tools.anchor_stats import COCO_PUBLISHED
 
 
 @dataclass(frozen=True)

@@ -228,20 +228,20 @@ class LossSamples:
         return describe_samples(self.num_pos, self.num_neg, self.meta)
 
     def cdf_curves(self) -> dict:
-        """Figure 4's curves (:func:`analysis.loss_samples.cdf_curves`)."""
-        from analysis.loss_samples import cdf_curves
+        """Figure 4's curves (:func:`analysis.fig4_data.cdf_curves`)."""
+        from analysis.fig4_data import cdf_curves
 
         return cdf_curves(self.pos, self.neg)
 
     def half_loss_fractions(self) -> dict[str, dict[float, float]]:
-        """Claim C8's half-loss fractions per set and gamma (:func:`analysis.loss_samples.half_loss_fractions`)."""
-        from analysis.loss_samples import half_loss_fractions
+        """Claim C8's half-loss fractions per set and gamma (:func:`analysis.fig4_data.half_loss_fractions`)."""
+        from analysis.fig4_data import half_loss_fractions
 
         return half_loss_fractions(self.pos, self.neg)
 
     def hardest_shares(self) -> dict[str, dict[float, float]]:
-        """Claim C8's loss shares of the hardest samples (:func:`analysis.loss_samples.hardest_shares`)."""
-        from analysis.loss_samples import hardest_shares
+        """Claim C8's loss shares of the hardest samples (:func:`analysis.fig4_data.hardest_shares`)."""
+        from analysis.fig4_data import hardest_shares
 
         return hardest_shares(self.pos, self.neg)
 

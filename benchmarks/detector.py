@@ -1,7 +1,7 @@
 """Detector-level benchmarks: training-step throughput and batch-1 inference, ours vs torchvision's RetinaNet.
 
-Both models come from one seeded :func:`retinanet.model.build_model` (the peer gets a copy of its weights, see
-:mod:`benchmarks.peer`), see the same batch tensor and targets, and train with the same SGD settings. A training
+Both models come from one seeded :func:`retinanet.modeling.detector.build_model` (the peer gets a copy of its weights,
+see :mod:`benchmarks.peer`), see the same batch tensor and targets, and train with the same SGD settings. A training
 step is ``zero_grad, forward (with matching and losses), backward, optimizer.step``. Inference is ``predict`` /
 torchvision's eval forward, post-processing included.
 """
@@ -23,8 +23,8 @@ from torchvision.models.detection.image_list import ImageList
 
 from benchmarks.peer import build_peer, comparable_config
 from retinanet.config import ModelConfig, RunConfig, from_dict
-from retinanet.model import RetinaNet, build_model
-from retinanet.solver import build_optimizer
+from retinanet.engine.solver import build_optimizer
+from retinanet.modeling.detector import RetinaNet, build_model
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -1,4 +1,4 @@
-"""Focal loss forward + backward: ``retinanet.losses.focal_loss`` vs ``torchvision.ops.sigmoid_focal_loss``.
+"""Focal loss forward + backward: ``retinanet.modeling.losses.focal_loss`` vs ``torchvision.ops.sigmoid_focal_loss``.
 
 Inputs: ``[R, K]`` float32 logits (requires grad) drawn N(0, 3^2) with the prior bias -log(99) added (most
 anchors are confident background, as in training) and one-hot targets on ~1% of anchors. Both compute
@@ -22,8 +22,8 @@ import torch
 from torch import Tensor
 from torchvision.ops import sigmoid_focal_loss
 
-from retinanet import losses
-from retinanet.losses import focal_loss
+from retinanet.modeling import losses
+from retinanet.modeling.losses import focal_loss
 
 GAMMA, ALPHA = 2.0, 0.25
 

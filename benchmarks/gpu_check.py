@@ -15,7 +15,7 @@ On a CUDA device it runs, ours against torchvision's RetinaNet on the same card 
 
 The comparisons run in the paper's fp32 (TF32 off, as ``allow_tf32: false``) with cuDNN autotuning on (as
 ``cudnn_benchmark: true``). It prints one Markdown table, headed by the device, the torch, CUDA and cuDNN versions
-and the focal-loss kernel that runs there (:func:`retinanet.losses.fused_kernel`), and exits 1 if a check fails
+and the focal-loss kernel that runs there (:func:`retinanet.modeling.losses.fused_kernel`), and exits 1 if a check fails
 (values differ, or the loss did not fall).
 
 Without CUDA (or with ``--toy``) the same code runs at toy sizes on the CPU (ResNet-18, 128 px, a few
@@ -35,10 +35,11 @@ from dataclasses import dataclass
 import torch
 
 from benchmarks import detector, focal, harness
-from retinanet import losses, probe
 from retinanet.config import BACKBONE_INPUT, RunConfig
-from retinanet.plan import study_modules
-from retinanet.precision import set_cudnn_benchmark, set_tf32
+from retinanet.engine.precision import set_cudnn_benchmark, set_tf32
+from retinanet.modeling import losses
+from retinanet.tools import probe
+from retinanet.tools.plan import study_modules
 
 
 @dataclass(frozen=True)
@@ -156,7 +157,7 @@ def paper_config(toy: bool) -> RunConfig:
     toy size its settings on a ResNet-18 with 32 channels, 1 head conv and 128-px images (torchvision style: the
     MSRA weights exist for ResNet-50 and -101 only)."""
     study, scale = study_modules()
-    from retinanet.plan import ROOT
+    from retinanet.tools.plan import ROOT
 
     cfg = study.resolve(scale.load_scale({"scale": "paper"}, ROOT / "config"), study.DEFAULT_FL, seed=0)
     if not toy:

@@ -28,10 +28,10 @@ from torchvision.models.detection.image_list import ImageList
 from torchvision.models.detection.retinanet import RetinaNetHead as TorchvisionHead
 from torchvision.ops.feature_pyramid_network import LastLevelP6P7
 
-from retinanet.anchors import STRIDES
-from retinanet.backbone import STAGE_CHANNELS, _norm_layer
 from retinanet.config import RunConfig
-from retinanet.model import RetinaNet
+from retinanet.modeling.anchors import STRIDES
+from retinanet.modeling.backbone import STAGE_CHANNELS, _norm_layer
+from retinanet.modeling.detector import RetinaNet
 
 
 def comparable_config(cfg: RunConfig) -> RunConfig:

@@ -4,7 +4,7 @@ A detector that learns slowly may be a slow setting (data, schedule, initializat
 the two apart: it trains the peer of :mod:`benchmarks.peer` (torchvision's ``RetinaNet`` with our architecture and
 torchvision's own matching and loss code) and ours on the same run config, with
 
-- the same initial weights (the same seed, then the same construction as :func:`retinanet.train.train`: the
+- the same initial weights (the same seed, then the same construction as :func:`retinanet.engine.train.train`: the
   pretrained backbone, the prior init, the same random head),
 - the same batches (our loader and sampler: the same images, scale jitter and flips, in the same order),
 - the same SGD, lr schedule (warmup and steps) and gradient clipping,
@@ -34,13 +34,14 @@ import torch
 import yaml
 
 from benchmarks.peer import build_peer, comparable_config, peer_key
-from retinanet import atomic, checkpoint
+from retinanet import atomic
 from retinanet.config import RunConfig, load, to_dict
-from retinanet.data import build_dataset, build_train_loader, check_num_classes
-from retinanet.evaluate import evaluate_run
-from retinanet.model import RetinaNet, build_model
-from retinanet.solver import WarmupMultiStepSchedule, build_optimizer, plan_batch
-from retinanet.train import CONFIG, FINAL, LOG, RESULT, parse_overrides, seed_everything, train
+from retinanet.data.dataset import build_dataset, build_train_loader, check_num_classes
+from retinanet.engine import checkpoint
+from retinanet.engine.evaluate import evaluate_run
+from retinanet.engine.solver import WarmupMultiStepSchedule, build_optimizer, plan_batch
+from retinanet.engine.train import CONFIG, FINAL, LOG, RESULT, parse_overrides, seed_everything, train
+from retinanet.modeling.detector import RetinaNet, build_model
 
 
 def ours_state_dict(peer_state: dict[str, torch.Tensor], ours: RetinaNet, head_convs: int
@@ -60,7 +61,7 @@ def train_peer(cfg: RunConfig, out: str | Path) -> dict[str, Any]:
     ``cfg`` must already hold the peer's loss choices (:func:`benchmarks.peer.comparable_config`). Writes
     ``config.resolved.yaml``, ``log.jsonl`` (iteration, losses, lr; every ``solver.log_period`` steps),
     ``model_final.pt`` (our parameter names, so our evaluator loads it) and ``result.json`` last; a non-finite loss
-    stops the run as ``diverged``, as in :func:`retinanet.train.train`. Returns ``result.json``'s content.
+    stops the run as ``diverged``, as in :func:`retinanet.engine.train.train`. Returns ``result.json``'s content.
     """
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)

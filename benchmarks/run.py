@@ -21,8 +21,10 @@ from pathlib import Path
 import torch
 
 from benchmarks import detector, focal, harness, study
-from retinanet import allocator, atomic, losses
-from retinanet.evaluate import inference_memory_format
+from retinanet import atomic
+from retinanet.engine import allocator
+from retinanet.engine.evaluate import inference_memory_format
+from retinanet.modeling import losses
 
 ROOT = Path(__file__).resolve().parent.parent
 DOC = ROOT / "docs" / "benchmarks.md"

@@ -8,8 +8,9 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw
 
-from retinanet import scene, synthetic
-from retinanet.synthetic import CLASSES, DISTRACTORS, DatasetSpec, class_names
+from retinanet.synthetic import generator as synthetic
+from retinanet.synthetic import scene
+from retinanet.synthetic.generator import CLASSES, DISTRACTORS, DatasetSpec, class_names
 
 IMG = Path(__file__).resolve().parent / "img"
 

@@ -15,19 +15,19 @@ import importlib
 import os
 import sys
 
-from retinanet import allocator
+from retinanet.engine import allocator
 
 COMMANDS = (
-    "retinanet.train",
-    "retinanet.evaluate",
-    "retinanet.timing",
-    "retinanet.loss_samples",
-    "retinanet.coco_layout",
-    "retinanet.synthetic",
-    "retinanet.anchor_stats",
-    "retinanet.pretrain",
-    "retinanet.plan",
-    "retinanet.caffe2_weights",
+    "retinanet.engine.train",
+    "retinanet.engine.evaluate",
+    "retinanet.engine.timing",
+    "retinanet.engine.loss_samples",
+    "retinanet.data.coco_layout",
+    "retinanet.synthetic.generator",
+    "retinanet.tools.anchor_stats",
+    "retinanet.tools.pretrain",
+    "retinanet.tools.plan",
+    "retinanet.tools.caffe2_weights",
     # registration point: append a module that defines add_command(subparsers)
 )
 

@@ -186,7 +186,7 @@ class SolverConfig:
     checkpoint_period: int = 5000
     log_period: int = 20
     snapshot_period: int | None = None
-    """Keep the weights every this many iterations (``RUNDIR/snapshots``, :mod:`retinanet.snapshots`) for
+    """Keep the weights every this many iterations (``RUNDIR/snapshots``, :mod:`retinanet.rundir.snapshots`) for
     AP-against-iteration curves; ``null``: none, as the paper's runs."""
     clip_grad_norm: float | None = None
     """Not used by the paper; available to stabilise small-scale runs (recorded as a deviation)."""
@@ -228,11 +228,11 @@ class RunConfig:
     precision: Literal["fp32", "bf16", "fp16"] = "fp32"
     """Training arithmetic: ``fp32`` (the paper's), or autocast to ``bf16`` (Ampere and newer GPUs, CPUs with
     bf16) or ``fp16`` with loss scaling (``torch.amp.GradScaler``; for pre-Ampere GPUs such as the V100, whose
-    tensor cores take fp16 only). The losses are computed in float32 either way. :mod:`retinanet.precision`."""
+    tensor cores take fp16 only). The losses are computed in float32 either way. :mod:`retinanet.engine.precision`."""
     allow_tf32: bool = False
     """Let CUDA run fp32 matmuls and convolutions as TF32 (Ampere and newer GPUs; no effect on CPU). The paper
     trained in fp32 on pre-Ampere GPUs, so false; PyTorch's own default turns TF32 on for cuDNN convolutions.
-    Applied by :func:`retinanet.precision.set_tf32` in train, evaluate, time and loss samples."""
+    Applied by :func:`retinanet.engine.precision.set_tf32` in train, evaluate, time and loss samples."""
     channels_last: bool = False
     cudnn_benchmark: bool = True
     """Let cuDNN time its convolution algorithms per input shape and keep the fastest

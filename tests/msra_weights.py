@@ -3,7 +3,7 @@ files, random values. Used by tests/test_caffe2_weights.py and by the paper rehe
 
 Built from Detectron's ResNet layout (``ResNet.py``: stem, then res2..res5 of 3, 4, 6, 3 bottlenecks for ResNet-50
 and 3, 4, 23, 3 for ResNet-101, widths 64/256 .. 512/2048), independently of the converter's name table
-(:func:`retinanet.caffe2_weights.name_map`).
+(:func:`retinanet.tools.caffe2_weights.name_map`).
 """
 
 from __future__ import annotations

@@ -7,7 +7,7 @@ import platform
 
 import pytest
 
-from retinanet import allocator
+from retinanet.engine import allocator
 
 
 @pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="glibc only")

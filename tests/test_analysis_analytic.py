@@ -52,7 +52,8 @@ def test_autograd_matches_eq_9_to_11_at_both_labels(spec):
 
 
 def test_eq_9_to_11_against_finite_differences():
-    """The reference formulas themselves, independent of retinanet.losses: central differences of eq. 1, 4, 8."""
+    """The reference formulas themselves, independent of retinanet.modeling.losses: central differences of eq. 1,
+    4, 8."""
     x = torch.linspace(-6, 6, 121, dtype=torch.float64)
     h = 1e-6
 
@@ -88,7 +89,7 @@ def test_check_derivatives_fails_loudly_on_a_disagreement(monkeypatch):
 
 
 def test_fig4_sample_losses_are_focal_losses():
-    from analysis.loss_samples import half_loss_fractions, sample_losses
+    from analysis.fig4_data import half_loss_fractions, sample_losses
 
     logits = np.array([-2.0, 0.0, 3.0])
     p = 1 / (1 + np.exp(-logits))

@@ -7,10 +7,10 @@ from tiny_coco import tiny_config, write_coco
 from torchvision.ops import box_iou
 
 from retinanet.__main__ import main
-from retinanet.anchor_stats import COCO_PUBLISHED, anchor_statistics
-from retinanet.anchors import AnchorGenerator, feature_shapes
 from retinanet.config import ConfigError, RunConfig
-from retinanet.data import build_dataset
+from retinanet.data.dataset import build_dataset
+from retinanet.modeling.anchors import AnchorGenerator, feature_shapes
+from retinanet.tools.anchor_stats import COCO_PUBLISHED, anchor_statistics
 
 
 def test_counts_add_up_and_match_a_direct_computation(tmp_path):

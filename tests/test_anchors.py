@@ -3,8 +3,8 @@ import math
 import pytest
 import torch
 
-from retinanet.anchors import STRIDES, AnchorGenerator, cell_anchors, feature_shapes
 from retinanet.config import AnchorConfig
+from retinanet.modeling.anchors import STRIDES, AnchorGenerator, cell_anchors, feature_shapes
 
 
 def test_paper_anchor_shapes():
@@ -60,7 +60,7 @@ def test_anchors_are_cached_per_padded_size_device_and_dtype(monkeypatch):
     double = gen(a, dtype=torch.float64)
     assert double.dtype == torch.float64 and double is not first
     torch.testing.assert_close(double.float(), first, rtol=0, atol=0)
-    monkeypatch.setattr("retinanet.anchors.CACHED_SIZES", 2)
+    monkeypatch.setattr("retinanet.modeling.anchors.CACHED_SIZES", 2)
     gen = AnchorGenerator(AnchorConfig())
     x, y, z = (feature_shapes(128 * k, 128) for k in (1, 2, 3))
     ax = gen(x)

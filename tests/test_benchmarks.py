@@ -11,11 +11,11 @@ from tiny_coco import tiny_config, write_coco
 from benchmarks import detector, focal, harness, peer_training, run, study
 from benchmarks.peer import PassThroughTransform, comparable_config, peer_state_dict
 from benchmarks.peer_training import ours_state_dict
-from retinanet import checkpoint
 from retinanet.config import dump
-from retinanet.evaluate import evaluate_run
-from retinanet.model import build_model
-from retinanet.train import train
+from retinanet.engine import checkpoint
+from retinanet.engine.evaluate import evaluate_run
+from retinanet.engine.train import train
+from retinanet.modeling.detector import build_model
 
 TINY = detector.Setting(name="tiny", depth=18, fpn_channels=32, head_convs=2, num_classes=3, image_size=64, batch=2)
 

@@ -2,7 +2,7 @@ import math
 
 import torch
 
-from retinanet import boxes
+from retinanet.modeling import boxes
 
 
 def test_encode_decode_round_trip():

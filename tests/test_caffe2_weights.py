@@ -20,10 +20,10 @@ from numerics import assert_close_at_scale
 from tiny_coco import COLORS, write_coco
 
 from retinanet.__main__ import main as cli
-from retinanet.backbone import ResNetFPN, _block, conv_bn
-from retinanet.caffe2_weights import BN_EPS, Caffe2WeightsError, convert, read_blobs
 from retinanet.config import BACKBONE_INPUT, ConfigError, ModelConfig, from_dict
-from retinanet.data import build_dataset, normalize
+from retinanet.data.dataset import build_dataset, normalize
+from retinanet.modeling.backbone import ResNetFPN, _block, conv_bn
+from retinanet.tools.caffe2_weights import BN_EPS, Caffe2WeightsError, convert, read_blobs
 from workflow.scripts import fetch_weights
 
 STAGES = stages(50)  # res<i>, blocks, mid, out

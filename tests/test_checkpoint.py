@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 import torch
 
-from retinanet import checkpoint
-from retinanet.checkpoint import CheckpointError
+from retinanet.engine import checkpoint
+from retinanet.engine.checkpoint import CheckpointError
 
 
 def _payload() -> dict:

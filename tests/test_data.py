@@ -12,8 +12,8 @@ import pytest
 import torch
 from tiny_coco import CATEGORY_IDS, COLORS, tiny_config, write_coco
 
-from retinanet.coco_json import DataError
-from retinanet.data import (
+from retinanet.data.coco_json import DataError
+from retinanet.data.dataset import (
     CocoDetection,
     build_dataset,
     build_train_loader,
@@ -26,7 +26,7 @@ from retinanet.data import (
     resize_scale,
     resized_shape,
 )
-from retinanet.sampler import TrainBatchSampler
+from retinanet.data.sampler import TrainBatchSampler
 
 MEAN, STD = [0.485, 0.456, 0.406], [0.229, 0.224, 0.225]
 

@@ -14,11 +14,11 @@ import pytest
 import torch
 from tiny_coco import tiny_config, write_coco
 
-from retinanet import checkpoint
 from retinanet.config import ConfigError, dump
-from retinanet.distributed import resolve_device
-from retinanet.model import build_model
-from retinanet.train import seed_everything, train
+from retinanet.engine import checkpoint
+from retinanet.engine.distributed import resolve_device
+from retinanet.engine.train import seed_everything, train
+from retinanet.modeling.detector import build_model
 
 REPO = Path(__file__).resolve().parent.parent
 

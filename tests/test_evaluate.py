@@ -16,11 +16,11 @@ from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 from tiny_coco import CATEGORY_IDS, tiny_config, write_coco
 
-from retinanet import loss_samples
-from retinanet.coco_json import load_coco_json
 from retinanet.config import ConfigError, RunConfig, TestConfig
-from retinanet.data import build_dataset, build_test_loader
-from retinanet.evaluate import (
+from retinanet.data.coco_json import load_coco_json
+from retinanet.data.dataset import build_dataset, build_test_loader
+from retinanet.engine import loss_samples
+from retinanet.engine.evaluate import (
     METRICS,
     area_ranges,
     coco_metrics,
@@ -32,9 +32,9 @@ from retinanet.evaluate import (
     server_file_name,
     to_coco,
 )
-from retinanet.snapshots import snapshot_iterations, snapshot_path
-from retinanet.timing import measure, time_run
-from retinanet.train import train
+from retinanet.engine.timing import measure, time_run
+from retinanet.engine.train import train
+from retinanet.rundir.snapshots import snapshot_iterations, snapshot_path
 
 
 @pytest.fixture(scope="module")

@@ -1,8 +1,8 @@
 import torch
 
-from retinanet.matching import BACKGROUND as B
-from retinanet.matching import IGNORE as I
-from retinanet.matching import match, match_with_demoted
+from retinanet.modeling.matching import BACKGROUND as B
+from retinanet.modeling.matching import IGNORE as I
+from retinanet.modeling.matching import match, match_with_demoted
 
 # Hand-made IoU of 3 GT boxes with 7 anchors.
 #   a0: 0.70 with gt0 -> fg 0 everywhere

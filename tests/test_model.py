@@ -6,7 +6,7 @@ import torchvision
 from numerics import assert_close_at_scale
 
 from retinanet.config import ConfigError, RunConfig, from_dict
-from retinanet.model import build_model
+from retinanet.modeling.detector import build_model
 
 
 def _small(**model):
@@ -133,7 +133,7 @@ def test_predict_and_anchor_outputs_shapes():
 def test_channels_last_max_pool_is_bit_identical_to_nchw():
     from torch import nn
 
-    from retinanet.backbone import ChannelsLastMaxPool2d
+    from retinanet.modeling.backbone import ChannelsLastMaxPool2d
 
     x = torch.randn(2, 8, 33, 40)
     ref = nn.MaxPool2d(3, 2, 1)
@@ -147,8 +147,8 @@ def test_folded_frozen_bn_backbone_equals_torchvision_resnet_in_float64(depth, f
     torchvision's ResNet body exactly (float64: up to rounding), forward and backward, with stem + res2 frozen as in
     the paper (and with everything trainable: the trainable stem takes the fold, res5 the output affine); the folded
     weights of frozen layers are cached and the cache follows in-place weight updates."""
-    from retinanet.backbone import ResNetFPN, _output_numel
     from retinanet.config import ModelConfig
+    from retinanet.modeling.backbone import ResNetFPN, _output_numel
 
     torch.manual_seed(0)
     net = ResNetFPN(ModelConfig(depth=depth, pretrained="none", norm="frozen_bn", freeze_at=freeze_at,
@@ -163,7 +163,7 @@ def test_folded_frozen_bn_backbone_equals_torchvision_resnet_in_float64(depth, f
     x = torch.randn(2, 3, 64, 64, dtype=torch.float64)
 
     def ours(b):
-        from retinanet.backbone import _stage, conv_bn
+        from retinanet.modeling.backbone import _stage, conv_bn
         y = b.maxpool(torch.relu(conv_bn(b.conv1, b.bn1, x)))
         return _stage(b.layer4, _stage(b.layer3, _stage(b.layer2, _stage(b.layer1, y))))
 
@@ -195,8 +195,8 @@ def test_detectron_normalizer_counts_a_gts_best_anchor_sent_back_to_background()
     """Detectron's num_fg + 1 counts fg_inds before the IoU < 0.4 reset (_get_retinanet_blobs): GT 0's best anchor
     a0 (IoU 1/9) is in the normalizer, yet labeled background (a negative in the classification loss) and without
     box loss. GT 1 has a0's neighbour a1 (IoU 0.69) as a real foreground anchor; a2 touches nothing."""
-    from retinanet import boxes as box_ops
-    from retinanet.matching import BACKGROUND
+    from retinanet.modeling import boxes as box_ops
+    from retinanet.modeling.matching import BACKGROUND
 
     model = build_model(_small())
     anchors = torch.tensor([[0.0, 0.0, 10.0, 10.0], [100.0, 100.0, 110.0, 110.0], [200.0, 200.0, 210.0, 210.0]])

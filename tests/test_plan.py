@@ -11,7 +11,7 @@ import math
 import pytest
 
 from retinanet.__main__ import main
-from retinanet.plan import (
+from retinanet.tools.plan import (
     PUBLISHED,
     ImageTime,
     PlanError,

@@ -1,10 +1,10 @@
 import torch
 from torchvision.ops import batched_nms
 
-from retinanet import boxes as box_ops
-from retinanet.anchors import AnchorGenerator, feature_shapes
 from retinanet.config import AnchorConfig, TestConfig
-from retinanet.postprocess import postprocess
+from retinanet.modeling import boxes as box_ops
+from retinanet.modeling.anchors import AnchorGenerator, feature_shapes
+from retinanet.modeling.postprocess import postprocess
 
 
 def _reference(logits, deltas, anchors, level_sizes, image_sizes, cfg):

@@ -9,10 +9,12 @@ import pytest
 import torch
 from tiny_coco import tiny_config, write_coco
 
-from retinanet import checkpoint, probe, provenance
-from retinanet import train as train_module
 from retinanet.config import ConfigError, RunConfig, from_dict
-from retinanet.precision import autocast, grad_scaler, set_cudnn_benchmark, set_tf32, tf32_state
+from retinanet.engine import checkpoint
+from retinanet.engine import train as train_module
+from retinanet.engine.precision import autocast, grad_scaler, set_cudnn_benchmark, set_tf32, tf32_state
+from retinanet.rundir import provenance
+from retinanet.tools import probe
 
 
 @pytest.fixture(autouse=True)
@@ -129,9 +131,9 @@ def test_batches_are_copied_to_the_device_asynchronously():
 @pytest.mark.parametrize(("precision", "dtype"), [("fp32", torch.float32), ("bf16", torch.bfloat16),
                                                   ("fp16", torch.float16)])
 def test_evaluation_runs_in_the_precision_the_run_trained_in(tmp_path, precision, dtype):
-    from retinanet.data import build_dataset
-    from retinanet.evaluate import detect
-    from retinanet.model import build_model
+    from retinanet.data.dataset import build_dataset
+    from retinanet.engine.evaluate import detect
+    from retinanet.modeling.detector import build_model
 
     write_coco(tmp_path / "data", num_images=2)
     cfg = tiny_config(tmp_path / "data", {"precision": precision})

@@ -1,6 +1,6 @@
-"""Stopping before a job is killed (retinanet/preemption.py): a signal mid-run saves a checkpoint and exits with the
-retry status; the retried job resumes there and ends bitwise equal to an uninterrupted run. Wall time adds up over
-the attempts (retinanet/attempts.py)."""
+"""Stopping before a job is killed (retinanet/engine/preemption.py): a signal mid-run saves a checkpoint and exits with
+the retry status; the retried job resumes there and ends bitwise equal to an uninterrupted run. Wall time adds up
+over the attempts (retinanet/rundir/attempts.py)."""
 
 from __future__ import annotations
 
@@ -16,9 +16,10 @@ import pytest
 import torch
 from tiny_coco import tiny_config, write_coco
 
-from retinanet import attempts, checkpoint, preemption
 from retinanet.config import dump
-from retinanet.train import train
+from retinanet.engine import checkpoint, preemption
+from retinanet.engine.train import train
+from retinanet.rundir import attempts
 
 REPO = Path(__file__).resolve().parent.parent
 

@@ -8,10 +8,10 @@ import pytest
 import torch
 from torchvision.ops.misc import FrozenBatchNorm2d
 
-from retinanet import pretrain
-from retinanet.coco_json import DataError
 from retinanet.config import ConfigError, ModelConfig
-from retinanet.pretrain import PretrainConfig, load_split, sample_crops
+from retinanet.data.coco_json import DataError
+from retinanet.tools import pretrain
+from retinanet.tools.pretrain import PretrainConfig, load_split, sample_crops
 
 
 @pytest.fixture(scope="module")
@@ -71,7 +71,7 @@ def test_schedule_warms_up_then_decays_to_zero() -> None:
 
 
 def test_pretrained_file_loads_into_the_detector_backbone(source: pretrain.CropSource, tmp_path: Path) -> None:
-    from retinanet.backbone import ResNetFPN
+    from retinanet.modeling.backbone import ResNetFPN
 
     out = tmp_path / "resnet18-pretrain.pth"
     summary = pretrain.pretrain(PretrainConfig(iterations=3, batch_size=8, crop=16, warmup_iters=1), source, source,

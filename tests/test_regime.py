@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from retinanet.anchor_stats import anchor_statistics
-from retinanet.synthetic import DatasetSpec, make_dataset
+from retinanet.synthetic.generator import DatasetSpec, make_dataset
+from retinanet.tools.anchor_stats import anchor_statistics
 from workflow.regime import ARMS, build_regime, dataset_options, rate_tag, regime_paths
 from workflow.scale import load_scale
 from workflow.study import StudyError, build_study

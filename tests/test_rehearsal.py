@@ -30,10 +30,10 @@ from test_slurm import PARTITION, REASON, _job_fields, _submitted
 from test_slurm import _env as _slurm_env
 from test_workflow import _job_counts, _workflow_copy
 
-from retinanet import checkpoint
 from retinanet.__main__ import main as cli
 from retinanet.config import merge, to_dict
-from retinanet.identity import OPERATIONAL_FIELDS, value
+from retinanet.engine import checkpoint
+from retinanet.rundir.identity import OPERATIONAL_FIELDS, value
 from workflow.scale import load_scale, undeclared_overrides
 from workflow.study import build_study
 

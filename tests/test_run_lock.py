@@ -1,4 +1,4 @@
-"""One training job per run folder (retinanet/run_lock.py): a second job is refused while the first one lives."""
+"""One training job per run folder (retinanet/rundir/lock.py): a second job is refused while the first one lives."""
 
 from __future__ import annotations
 
@@ -13,10 +13,10 @@ from pathlib import Path
 import pytest
 from tiny_coco import tiny_config, write_coco
 
-from retinanet import run_lock
 from retinanet.config import dump
-from retinanet.run_lock import RunBusyError
-from retinanet.train import train
+from retinanet.engine.train import train
+from retinanet.rundir import lock as run_lock
+from retinanet.rundir.lock import RunBusyError
 
 REPO = Path(__file__).resolve().parent.parent
 

@@ -6,7 +6,7 @@ import pytest
 import torch
 from torchvision.ops import nms
 
-from retinanet.sampling import ohem_mask
+from retinanet.modeling.ohem import ohem_mask
 
 POS, BG, IGNORE = 0, -1, -2
 
@@ -155,7 +155,7 @@ def test_candidate_cap_bounds_nms_and_changes_nothing_where_it_does_not_bind(mon
     """NMS sees at most NMS_CANDIDATES anchors plus the positives below them, where it would otherwise reach the
     lowest-loss positive (OHEM 1:3: all 6000 anchors here); the minibatch equals full NMS's when the cap does not
     bind (positives among the top-loss anchors, enough survivors above the cap)."""
-    from retinanet import sampling
+    from retinanet.modeling import ohem as sampling
 
     sizes = []
     real_nms = sampling.nms

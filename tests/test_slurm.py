@@ -133,7 +133,7 @@ def test_trivial_workflow_goes_through_sbatch(tmp_path: Path):
 
 
 def _engine_ready() -> bool:
-    return (ROOT / "retinanet" / "losses.py").is_file() and (ROOT / "analysis" / "report.py").is_file()
+    return (ROOT / "retinanet" / "modeling" / "losses.py").is_file() and (ROOT / "analysis" / "report.py").is_file()
 
 
 @pytest.mark.skipif(not _engine_ready(), reason="the retinanet engine or analysis/report.py is not there yet")
@@ -177,11 +177,11 @@ def test_paper_profile_gpu_requests_are_allocated(tmp_path: Path):
 
 @pytest.mark.skipif(not _engine_ready(), reason="the retinanet engine or analysis/report.py is not there yet")
 def test_a_train_job_stopped_before_its_time_limit_is_retried_and_resumes(tmp_path: Path):
-    """retinanet/preemption.py through the SLURM plugin: each train job reads its end time with squeue from inside
-    the job step and stops that long before it (here a margin longer than the job, so at once: after one iteration),
-    saves the checkpoint and exits 75; Snakemake retries train (preemptible-retries 3 in slurm/config.yaml) and the
-    next job resumes. 3 iterations: 3 jobs, the last one completes. The run's history log keeps every job's section
-    and result.json's wall time adds up the attempts."""
+    """retinanet/engine/preemption.py through the SLURM plugin: each train job reads its end time with squeue from
+    inside the job step and stops that long before it (here a margin longer than the job, so at once: after one
+    iteration), saves the checkpoint and exits 75; Snakemake retries train (preemptible-retries 3 in slurm/config.yaml)
+    and the next job resumes. 3 iterations: 3 jobs, the last one completes. The run's history log keeps every job's
+    section and result.json's wall time adds up the attempts."""
     rid = "r50-600-fl-g2-a0.25-s0"
     (tmp_path / "three.yaml").write_text("base: {solver: {iterations: 3, checkpoint_period: 1000}}\n")
     cpu = yaml.safe_load((ROOT / "profiles" / "cpu" / "config.yaml").read_text())["set-resources"]

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from retinanet.config import ConfigError, SolverConfig, from_dict
-from retinanet.solver import WarmupMultiStepSchedule, build_optimizer, param_groups, plan_batch
+from retinanet.engine.solver import WarmupMultiStepSchedule, build_optimizer, param_groups, plan_batch
 
 
 @pytest.mark.parametrize(("world", "ipp", "steps"), [(1, 2, 8), (2, 2, 4), (8, 2, 1), (4, 4, 1), (1, 16, 1)])

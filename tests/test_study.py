@@ -17,8 +17,8 @@ import pytest
 import yaml
 
 from retinanet.config import ConfigError, RunConfig, from_dict, merge, to_dict
-from retinanet.identity import value
-from retinanet.train import parse_overrides
+from retinanet.engine.train import parse_overrides
+from retinanet.rundir.identity import value
 from workflow.scale import load_scale, undeclared_overrides
 from workflow.study import (
     RUNTIME_FIELDS,

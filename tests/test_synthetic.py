@@ -13,9 +13,10 @@ import numpy as np
 import pytest
 from pycocotools.coco import COCO
 
-from retinanet import scene, synthetic
 from retinanet.config import ConfigError
-from retinanet.synthetic import (
+from retinanet.synthetic import generator as synthetic
+from retinanet.synthetic import scene
+from retinanet.synthetic.generator import (
     CLASSES,
     DISTRACTORS,
     DatasetSpec,

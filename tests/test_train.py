@@ -16,12 +16,12 @@ import torch
 import yaml
 from tiny_coco import tiny_config, write_coco
 
-from retinanet import checkpoint
 from retinanet.config import dump, load, to_dict
-from retinanet.evaluate import evaluate_run, load_run
-from retinanet.precision import set_tf32, tf32_state
-from retinanet.solver import WarmupMultiStepSchedule, plan_batch
-from retinanet.train import LOG_KEYS, train
+from retinanet.engine import checkpoint
+from retinanet.engine.evaluate import evaluate_run, load_run
+from retinanet.engine.precision import set_tf32, tf32_state
+from retinanet.engine.solver import WarmupMultiStepSchedule, plan_batch
+from retinanet.engine.train import LOG_KEYS, train
 
 REPO = Path(__file__).resolve().parent.parent
 

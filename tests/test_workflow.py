@@ -19,8 +19,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from retinanet.coco_layout import check
 from retinanet.config import DataConfig
+from retinanet.data.coco_layout import check
 from workflow.regime import build_regime
 from workflow.scale import load_scale
 from workflow.scripts import fetch_weights, launch
@@ -216,7 +216,8 @@ def test_check_coco_cli_fails_with_one_error_line(tmp_path: Path):
 # ----- the smoke DAG, end to end --------------------------------------------------------------------------------------
 
 def _pipeline_ready() -> bool:
-    return all((ROOT / p).is_file() for p in ("retinanet/train.py", "retinanet/losses.py", "analysis/report.py"))
+    return all((ROOT / p).is_file()
+               for p in ("retinanet/engine/train.py", "retinanet/modeling/losses.py", "analysis/report.py"))
 
 
 @pytest.mark.slow
@@ -228,7 +229,7 @@ def test_smoke_dag_runs_locally(tmp_path: Path):
     wall = time.monotonic() - start
     assert res.returncode == 0, res.stderr[-5000:]
     manifest = json.loads((tmp_path / "work/smoke/study.json").read_text())
-    for depth in (18, 34):  # the ImageNet stand-in, pretrained once per depth (retinanet/pretrain.py)
+    for depth in (18, 34):  # the ImageNet stand-in, pretrained once per depth (retinanet/tools/pretrain.py)
         weights = tmp_path / f"work/smoke/weights/resnet{depth}-pretrain.pth"
         assert weights.is_file() and json.loads(Path(f"{weights}.json").read_text())["config"]["depth"] == depth
     for rid, entry in manifest["runs"].items():

@@ -1,4 +1,4 @@
-"""Tiny COCO-format datasets written by the engine tests themselves (independent of retinanet.synthetic).
+"""Tiny COCO-format datasets written by the engine tests themselves (independent of retinanet.synthetic.generator).
 
 Each image is gray noise with 1-2 solid rectangles; the rectangle's color is its class (red -> category id 3,
 blue -> 7: deliberately non-contiguous ids to exercise the label mapping).

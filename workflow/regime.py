@@ -33,9 +33,9 @@ import json
 from dataclasses import dataclass
 
 from retinanet.config import RunConfig, from_dict, to_dict
-from retinanet.identity import without
-from retinanet.scene import DatasetSpec
-from retinanet.snapshots import snapshot_iterations
+from retinanet.rundir.identity import without
+from retinanet.rundir.snapshots import snapshot_iterations
+from retinanet.synthetic.scene import DatasetSpec
 from workflow.study import CE_BEST, DEFAULT_FL, RUNTIME_FIELDS, StudyError, paths, resolve, run_id
 
 

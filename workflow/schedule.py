@@ -26,7 +26,7 @@ import json
 from dataclasses import dataclass
 
 from retinanet.config import ConfigError, RunConfig, merge, to_dict
-from retinanet.identity import without
+from retinanet.rundir.identity import without
 from workflow.study import RUNTIME_FIELDS, Row, Study, StudyError, fmt, paths, resolve, run_id, run_name, table_rows
 
 BASE = "1x"

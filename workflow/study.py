@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from retinanet.config import BACKBONE_INPUT, ConfigError, RunConfig, from_dict, merge, to_dict
-from retinanet.identity import OPERATIONAL_FIELDS, value, without
+from retinanet.rundir.identity import OPERATIONAL_FIELDS, value, without
 
 PAPER_ITERATIONS = RunConfig().solver.iterations
 """The paper's 1x schedule (90k iterations); a run's schedule is expressed as a multiple of it."""

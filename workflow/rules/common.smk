@@ -217,7 +217,7 @@ def figure_source(wildcards, input):
 
 def wall_time_files():
     """Where the report reads the jobs' wall time: each training run's result.json (``wall_s``, summed over every
-    job that worked on the run, retinanet/attempts.py; a retried or requeued run's benchmark record holds only its
+    job that worked on the run, retinanet/rundir/attempts.py; a retried or requeued run's benchmark record holds only its
     last job, and a reused run's only the reuse) and the evaluation jobs' benchmark records."""
     return ([P["result"].format(rid=rid) for rid in sorted(STUDY.runs)]
             + [f"{W}/benchmarks/evaluate/{rid}.tsv" for rid in sorted(STUDY.runs)])

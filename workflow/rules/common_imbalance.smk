@@ -6,7 +6,7 @@ from workflow.study import run_id
 COCO_TRAIN_ANNOTATIONS = str(Path(DataConfig().root) / DataConfig().train_annotations)
 """COCO's training annotations where the paper scale keeps them (RunConfig's defaults, relative to the working
 directory). At the other scales COCO's rate is measured from them when the file is there, else the report cites the
-published rate (retinanet.anchor_stats.COCO_PUBLISHED)."""
+published rate (retinanet.tools.anchor_stats.COCO_PUBLISHED)."""
 
 
 def anchor_stats_path(rid):
@@ -54,7 +54,7 @@ def run_train_annotations(wildcards, output):
     and nothing else of the dataset. Derived from ``output`` so that Snakemake does not track it (as the train
     rule's operational options and check_coco's paths): a moved dataset reran anchor_stats and, through it, the
     report (found by the paper rehearsal, tests/test_rehearsal.py)."""
-    from retinanet.anchor_stats import split_annotations  # imports torch: only where an anchor_stats job is built
+    from retinanet.tools.anchor_stats import split_annotations  # imports torch: only where an anchor_stats job is built
 
     return str(split_annotations(run_of(wildcards.rid), train_split=True))
 

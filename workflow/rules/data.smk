@@ -63,7 +63,7 @@ elif config["weights"]["source"] == "pretrain":
 
     rule pretrain_backbone:
         """mini/smoke: the stand-in for ImageNet pretraining. Each small ResNet is trained once on a classification
-        task cut from the embedded training split (object crops vs background, retinanet/pretrain.py); every run of
+        task cut from the embedded training split (object crops vs background, retinanet/tools/pretrain.py); every run of
         that depth starts from it with frozen BatchNorm, as the paper's runs start from ImageNet weights."""
         input:
             dataset_ready(),

@@ -22,7 +22,7 @@ rule train:
     """python -m retinanet train; under torchrun with one process per GPU when the job has several GPUs. A
     requeued or retried job resumes from the run's last checkpoint (--resume auto), a rerun job reuses the finished
     run of the same identity (docs/study.md, "Rerunning safely"). Before the SLURM time limit, and on SIGTERM, the
-    job saves a checkpoint and exits 75 to be retried (retinanet/preemption.py; the workflow profiles retry train
+    job saves a checkpoint and exits 75 to be retried (retinanet/engine/preemption.py; the workflow profiles retry train
     3 times). result.json is written last."""
     input:
         unpack(train_inputs),

@@ -4,7 +4,7 @@
 ``https://dl.fbaipublicfiles.com/detectron/ImageNetPretrained/MSRA/R-50.pkl`` and ``R-101.pkl`` (detectron2's
 ``ImageNetPretrained/MSRA`` copies hold the same blobs). Detectron publishes no checksum, so the pickle is checked
 blob by blob instead (every name and shape of an MSRA ResNet-50/101, nothing else) and converted for
-``model.backbone_style: caffe2`` (:mod:`retinanet.caffe2_weights`); the log records its SHA-256.
+``model.backbone_style: caffe2`` (:mod:`retinanet.tools.caffe2_weights`); the log records its SHA-256.
 
 ``--source torchvision``: torchvision publishes each weights file under a name that ends in the first hex digits
 of its SHA-256 (``resnet50-0676ba61.pth``); ``torch.hub`` checks downloads the same way, and so does this script.
@@ -29,8 +29,9 @@ import tempfile
 import urllib.request
 from pathlib import Path
 
-from retinanet import atomic, caffe2_weights
-from retinanet.identity import sha256_file
+from retinanet import atomic
+from retinanet.rundir.identity import sha256_file
+from retinanet.tools import caffe2_weights
 
 
 class WeightsError(ValueError):
@@ -70,7 +71,7 @@ def fetch(url: str, out: str | Path) -> str:
 
 def fetch_msra(url: str, out: str | Path, depth: int | None = None) -> str:
     """Download Detectron's MSRA ``R-<depth>.pkl`` from ``url`` (http(s) or file://), convert it
-    (:func:`retinanet.caffe2_weights.convert_file`: every blob checked by name and shape, ``depth`` None: from the
+    (:func:`retinanet.tools.caffe2_weights.convert_file`: every blob checked by name and shape, ``depth`` None: from the
     blobs) and write ``out`` atomically; return the pickle's SHA-256."""
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)

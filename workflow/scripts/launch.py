@@ -14,8 +14,8 @@ otherwise train with fewer processes and more gradient accumulation (8x slower w
 CPU with none), silently. ``RETINANET_ALLOW_MISSING_GPUS=1`` runs anyway (a test cluster with fake GPUs).
 
 CPU processes: ``RETINANET_CPU_PROCESSES=P`` (P >= 1) starts ``train`` as P processes under torchrun when no GPU
-is visible; they join one gloo process group on the CPU (retinanet.distributed picks gloo there), standing in for a
-multi-GPU job: the paper rehearsal's training jobs (docs/study.md, "Rehearsal"). Unset, a CPU machine runs one
+is visible; they join one gloo process group on the CPU (retinanet.engine.distributed picks gloo there), standing in
+for a multi-GPU job: the paper rehearsal's training jobs (docs/study.md, "Rehearsal"). Unset, a CPU machine runs one
 plain process; with GPUs visible it is ignored (one process per GPU).
 
 CPU threads: the job's Snakemake threads T locally; inside a SLURM job the allocation's CPUs (``--slurm-cpus``,
@@ -24,7 +24,7 @@ OMP_NUM_THREADS/MKL_NUM_THREADS (torch's default thread count) rather than the r
 lends is not part of a run's identity, and a run resumed on another allocation must match its checkpoint's config.
 
 What a run folder holds (a finished run to reuse, a checkpoint to resume, a run of another identity to retire to
-``RUNDIR.previous``) is decided by ``train --resume auto`` itself (:func:`retinanet.run_record.decide`), on its
+``RUNDIR.previous``) is decided by ``train --resume auto`` itself (:func:`retinanet.rundir.record.decide`), on its
 scientific fields only, so that a changed operational field (the data root, workers...) never retrains a run.
 torch is imported only to count GPUs, where a count is needed; ``device_count`` does not initialize CUDA in this
 process, which ``execve`` replaces by the command anyway.

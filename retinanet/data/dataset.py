@@ -22,12 +22,12 @@ Resizing is bilinear without antialiasing, on OpenCV's sampling grid, as Detectr
 RGB in [0, 1] standardised per channel, or, for Detectron's MSRA ResNets (``data.input_format: bgr255``), BGR in
 [0, 255] minus the mean.
 
-Refused (one-line :class:`retinanet.coco_json.DataError` naming the file and field): everything
-:func:`retinanet.coco_json.load_coco_json` checks in the annotation file, a missing or unreadable image, an image
+Refused (one-line :class:`retinanet.data.coco_json.DataError` naming the file and field): everything
+:func:`retinanet.data.coco_json.load_coco_json` checks in the annotation file, a missing or unreadable image, an image
 whose size differs from its JSON entry, a missing dataset root, a training split with fewer images that keep a box
 than ``solver.images_per_process`` (:func:`check_train_images`).
 
-Data order (:class:`retinanet.sampler.TrainBatchSampler`) and augmentation are a pure function of ``(seed,
+Data order (:class:`retinanet.data.sampler.TrainBatchSampler`) and augmentation are a pure function of ``(seed,
 position in the stream)``, so a resumed run sees exactly the batches an uninterrupted run would, on any number of
 processes.
 """
@@ -47,10 +47,10 @@ import torch.nn.functional as F
 from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 
-from retinanet import preemption
-from retinanet.coco_json import DataError, load_coco_json
+from retinanet.engine import preemption
+from retinanet.data.coco_json import DataError, load_coco_json
 from retinanet.config import ConfigError, DataConfig, RunConfig
-from retinanet.sampler import TrainBatchSampler
+from retinanet.data.sampler import TrainBatchSampler
 
 # --------------------------------------------------------------------------------------------------------------
 # Transforms (pure functions)
@@ -135,7 +135,7 @@ def read_image(path: Path) -> torch.Tensor:
 
 @dataclass(frozen=True)
 class Augment:
-    """Per-sample augmentation choice, drawn from the sample's seed (:class:`retinanet.sampler.TrainBatchSampler`)."""
+    """Per-sample augmentation choice, drawn from the sample's seed (:class:`retinanet.data.sampler.TrainBatchSampler`)."""
 
     min_size: int
     flip: bool

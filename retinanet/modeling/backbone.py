@@ -11,7 +11,7 @@ normalization: ``norm='bn'`` or ``norm='gn'`` (GroupNorm, 32 groups).
 ``backbone_style='caffe2'`` is the ResNet the paper fine-tuned, Detectron's MSRA one: each downsampling bottleneck
 strides its first 1x1 conv (Detectron's ``RESNETS.STRIDE_1X1``), where torchvision strides the 3x3 ("ResNet
 v1.5"). Same parameters, different features: the weights must be of the same style, and a weight file that
-declares its style (``retinanet/caffe2_weights.py`` writes ``backbone_style: caffe2``) is checked against it.
+declares its style (``retinanet/tools/caffe2_weights.py`` writes ``backbone_style: caffe2``) is checked against it.
 """
 
 from __future__ import annotations

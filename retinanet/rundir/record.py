@@ -24,7 +24,7 @@ from typing import Any, Literal
 
 from retinanet import atomic
 from retinanet.config import ConfigError, load, to_dict
-from retinanet.identity import differences, fingerprint, scientific
+from retinanet.rundir.identity import differences, fingerprint, scientific
 
 RECORD = "run.json"
 FINISHED = ("completed", "diverged")

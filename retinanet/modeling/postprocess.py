@@ -12,8 +12,8 @@ import torch
 from torch import Tensor
 from torchvision.ops import batched_nms
 
-from retinanet import boxes as box_ops
 from retinanet.config import TestConfig
+from retinanet.modeling import boxes as box_ops
 
 
 def postprocess(

@@ -37,9 +37,9 @@ from torch import Tensor
 from torchvision.ops import box_area, roi_align
 
 from retinanet.atomic import atomic_path, write_json
-from retinanet.coco_json import DataError, load_coco_json
 from retinanet.config import ConfigError, DataConfig
-from retinanet.data import normalize, pad_batch, read_image
+from retinanet.data.coco_json import DataError, load_coco_json
+from retinanet.data.dataset import normalize, pad_batch, read_image
 
 
 @dataclass(frozen=True)

@@ -14,15 +14,15 @@ from torch import Tensor, nn
 from torch.nn.utils.rnn import pad_sequence
 from torchvision.ops import box_iou
 
-from retinanet import boxes as box_ops
-from retinanet.anchors import AnchorGenerator
-from retinanet.backbone import ResNetFPN
 from retinanet.config import LossConfig, MatcherConfig, RunConfig, TestConfig
-from retinanet.head import RetinaNetHead
-from retinanet.losses import build_box_loss, build_classification_loss
-from retinanet.matching import BACKGROUND, IGNORE, match_with_demoted
-from retinanet.postprocess import postprocess
-from retinanet.sampling import ohem_mask
+from retinanet.modeling import boxes as box_ops
+from retinanet.modeling.anchors import AnchorGenerator
+from retinanet.modeling.backbone import ResNetFPN
+from retinanet.modeling.head import RetinaNetHead
+from retinanet.modeling.losses import build_box_loss, build_classification_loss
+from retinanet.modeling.matching import BACKGROUND, IGNORE, match_with_demoted
+from retinanet.modeling.ohem import ohem_mask
+from retinanet.modeling.postprocess import postprocess
 
 Targets = list[dict[str, Tensor]]
 ElementwiseLoss = Callable[[Tensor, Tensor], Tensor]
@@ -89,7 +89,7 @@ class RetinaNet(nn.Module):
 
     def assign_with_demoted(self, anchors: Tensor, targets: Targets) -> tuple[Tensor, Tensor, Tensor, Tensor]:
         """:meth:`assign`, and the ``[N, R]`` bool mask of the anchors the ``detectron`` low-quality rule made
-        foreground and sent back to background (:func:`retinanet.matching.match_with_demoted`)."""
+        foreground and sent back to background (:func:`retinanet.modeling.matching.match_with_demoted`)."""
         n = len(targets)
         m = max((len(t["boxes"]) for t in targets), default=0)
         if m == 0:
@@ -187,7 +187,7 @@ class RetinaNet(nn.Module):
 
     @torch.no_grad()
     def predict(self, images: Tensor, image_sizes: list[tuple[int, int]]) -> list[dict[str, Tensor]]:
-        """Detections per image (see :func:`retinanet.postprocess.postprocess`), boxes in input pixels."""
+        """Detections per image (see :func:`retinanet.modeling.postprocess.postprocess`), boxes in input pixels."""
         logits, deltas, anchors, level_sizes = self.dense(images)
         return postprocess(logits, deltas, anchors, level_sizes, image_sizes, self.test_cfg)
 

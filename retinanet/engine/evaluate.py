@@ -19,7 +19,7 @@ What a value means, the same with or without detections:
 A diverged run (``result.json``) gives AP 0 for every column (the study's contract: a diverged run scores 0),
 status ``diverged`` and an empty detections file.
 ``--iteration N`` evaluates the weights the run kept after iteration N (``solver.snapshot_period``,
-:mod:`retinanet.snapshots`) instead of the final ones: one point of an AP-against-iteration curve.
+:mod:`retinanet.rundir.snapshots`) instead of the final ones: one point of an AP-against-iteration curve.
 ``--test-dev IMAGES ANNOTATIONS`` instead exports the detections for an unlabeled split (COCO test-dev
 ``image_info`` JSON) in the evaluation server's format and file naming, ``DIR/detections_<split>_<alg>_results.json``
 (e.g. ``detections_test-dev2017_r101-800-fl-g2-a0.25-jit-1.5x-s0_results.json``; ``--alg``, default the run
@@ -43,13 +43,14 @@ import torch
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
-from retinanet import atomic, checkpoint
+from retinanet import atomic
 from retinanet.config import ConfigError, RunConfig, load
-from retinanet.data import CocoDetection, build_dataset, build_test_loader, check_num_classes
-from retinanet.distributed import resolve_device
-from retinanet.model import RetinaNet, build_model
-from retinanet.precision import autocast, set_tf32
-from retinanet.snapshots import snapshot_iterations, snapshot_path
+from retinanet.data.dataset import CocoDetection, build_dataset, build_test_loader, check_num_classes
+from retinanet.engine import checkpoint
+from retinanet.engine.distributed import resolve_device
+from retinanet.engine.precision import autocast, set_tf32
+from retinanet.modeling.detector import RetinaNet, build_model
+from retinanet.rundir.snapshots import snapshot_iterations, snapshot_path
 
 METRICS = ("AP", "AP50", "AP75", "APs", "APm", "APl")
 """The paper's columns, in the order of ``COCOeval.stats[:6]``."""
@@ -181,7 +182,7 @@ def evaluate_run(run_dir: str | Path, out_dir: str | Path, *, device_name: str |
                  iteration: int | None = None) -> dict[str, Any]:
     """Evaluate a run on its validation split; write ``detections.json`` then ``metrics.json``; return metrics.
 
-    ``iteration``: the weights the run had after that iteration, a snapshot (:mod:`retinanet.snapshots`; the last
+    ``iteration``: the weights the run had after that iteration, a snapshot (:mod:`retinanet.rundir.snapshots`; the last
     iteration is ``model_final.pt``), for AP-against-iteration curves; a run that diverged at or before it scores 0,
     like a diverged run's final weights. The metrics then hold ``iteration`` too."""
     run_dir, out_dir = Path(run_dir), Path(out_dir)

@@ -42,9 +42,9 @@ from torch import Tensor
 from torchvision.ops.misc import FrozenBatchNorm2d
 
 from retinanet import atomic
-from retinanet.backbone import STYLE_KEY
 from retinanet.config import BACKBONE_INPUT
-from retinanet.identity import sha256_file
+from retinanet.modeling.backbone import STYLE_KEY
+from retinanet.rundir.identity import sha256_file
 
 #: Bottleneck blocks of res2..res5 per depth (Detectron's ``ResNet.py``; MSRA published R-50 and R-101).
 BLOCKS = {50: (3, 4, 6, 3), 101: (3, 4, 23, 3)}

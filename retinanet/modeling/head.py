@@ -30,7 +30,8 @@ def _subnet(channels: int, num_convs: int, out_channels: int) -> nn.Sequential:
 
 
 def _flatten(x: Tensor, per_anchor: int) -> Tensor:
-    """``[N, A * D, H, W]`` -> ``[N, H * W * A, D]`` (anchor order (y, x, a), as in :mod:`retinanet.anchors`)."""
+    """``[N, A * D, H, W]`` -> ``[N, H * W * A, D]`` (anchor order (y, x, a), as in
+    :mod:`retinanet.modeling.anchors`)."""
     n, _, h, w = x.shape
     return x.view(n, -1, per_anchor, h, w).permute(0, 3, 4, 1, 2).reshape(n, -1, per_anchor)
 

@@ -13,7 +13,7 @@ replacement by ``numpy.random.default_rng(seed)`` (seeded once, images in order)
 
 The ``.npz`` holds ``pos_logits`` float32 [P], ``neg_logits`` float32 [Q], ``pos_classes`` int64 [P] and the
 scalars ``num_images``, ``num_pos``, ``num_neg_total`` (before subsampling), ``num_neg_kept``, ``max_negatives``
-and ``seed``. Probabilities are ``sigmoid(logits)``; any loss of ``retinanet.losses`` can be applied to them.
+and ``seed``. Probabilities are ``sigmoid(logits)``; any loss of ``retinanet.modeling.losses`` can be applied to them.
 """
 
 from __future__ import annotations
@@ -28,9 +28,9 @@ import numpy as np
 import torch
 
 from retinanet import atomic
-from retinanet.data import build_dataset, build_test_loader
-from retinanet.evaluate import load_run, prepare, run_status
-from retinanet.matching import IGNORE
+from retinanet.data.dataset import build_dataset, build_test_loader
+from retinanet.engine.evaluate import load_run, prepare, run_status
+from retinanet.modeling.matching import IGNORE
 
 NUM_IMAGES = 100
 MAX_NEGATIVES = 1_000_000

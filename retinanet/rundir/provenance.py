@@ -13,14 +13,14 @@ from typing import Any
 
 import torch
 
-from retinanet.precision import tf32_state
+from retinanet.engine.precision import tf32_state
 
 PACKAGES = ("torch", "torchvision", "numpy", "pycocotools", "pillow", "pyyaml")
 
 
 def git_state(repo: Path | None = None) -> dict[str, Any]:
     """``{"commit": sha or None, "dirty": bool or None}`` of the repository holding this package."""
-    repo = repo or Path(__file__).resolve().parent.parent
+    repo = repo or Path(__file__).resolve().parents[2]  # the checkout: retinanet/rundir/provenance.py
 
     def git(*args: str) -> str | None:
         try:
@@ -47,8 +47,8 @@ def package_versions() -> dict[str, str | None]:
 
 def device_info(device: torch.device) -> dict[str, Any]:
     """Device name (GPU model or CPU), count, CUDA/cuDNN versions, threads, the TF32 switches in effect
-    (``tf32``: ``{"matmul", "cudnn"}``, :func:`retinanet.precision.tf32_state`; they matter on Ampere and newer) and,
-    on CUDA, whether cuDNN autotunes its algorithms (``cudnn_benchmark``)."""
+    (``tf32``: ``{"matmul", "cudnn"}``, :func:`retinanet.engine.precision.tf32_state`; they matter on Ampere and
+    newer) and, on CUDA, whether cuDNN autotunes its algorithms (``cudnn_benchmark``)."""
     info: dict[str, Any] = {"type": device.type, "torch_threads": torch.get_num_threads(), "tf32": tf32_state()}
     if device.type == "cuda":
         info.update(name=torch.cuda.get_device_name(device), count=torch.cuda.device_count(),

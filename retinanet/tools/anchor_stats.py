@@ -21,9 +21,9 @@ foreground anchor at all (objects the detector cannot learn to find: a sign that
 objects).
 
 Only the annotation file is read, never the images: image sizes come from its ``images[].width/height``, boxes go
-through the data loader's box policy (:class:`retinanet.data.CocoDetection`; the training split also drops images
-without a box, as training does), each image is resized as at test time (``data.min_size`` / ``max_size``, no flip,
-no jitter) and padded alone to ``data.size_divisibility``, as a batch of one. So it runs on any COCO-format
+through the data loader's box policy (:class:`retinanet.data.dataset.CocoDetection`; the training split also drops
+images without a box, as training does), each image is resized as at test time (``data.min_size`` / ``max_size``, no
+flip, no jitter) and padded alone to ``data.size_divisibility``, as a batch of one. So it runs on any COCO-format
 annotation file without its images, e.g. COCO's with the paper's settings (RunConfig's defaults, the run config when
 ``--config`` is not given)::
 
@@ -44,11 +44,11 @@ from typing import Any
 import torch
 
 from retinanet import atomic
-from retinanet.anchors import feature_shapes
 from retinanet.config import ConfigError, RunConfig, from_dict, load, merge, to_dict
-from retinanet.data import CocoDetection, check_num_classes, resize_scale, resized_shape
-from retinanet.matching import BACKGROUND, IGNORE
-from retinanet.model import build_model
+from retinanet.data.dataset import CocoDetection, check_num_classes, resize_scale, resized_shape
+from retinanet.modeling.anchors import feature_shapes
+from retinanet.modeling.detector import build_model
+from retinanet.modeling.matching import BACKGROUND, IGNORE
 
 
 @dataclass(frozen=True)
@@ -182,7 +182,7 @@ def add_command(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _main(args: argparse.Namespace) -> int:
-    from retinanet.train import parse_overrides
+    from retinanet.engine.train import parse_overrides
 
     overrides = parse_overrides(args.overrides)
     if args.config:

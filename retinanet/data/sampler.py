@@ -10,7 +10,7 @@ from collections.abc import Iterator, Sequence
 
 import numpy as np
 
-from retinanet.coco_json import DataError
+from retinanet.data.coco_json import DataError
 
 
 def sample_seed(seed: int, epoch: int, position: int) -> int:

@@ -15,7 +15,7 @@ Cost model (training only: evaluation, inference timing and loss samples take on
   all-reduce, data loading) make smaller scales cost somewhat more than this says.
 - The figure is published (:data:`PUBLISHED`: detectron2's model zoo, 8 V100; for ResNet-50 and -101) or measured
   on this machine's device (``--measure``: a few training steps of the study's run of each depth on synthetic
-  images, :mod:`retinanet.probe`).
+  images, :mod:`retinanet.tools.probe`).
 
 Shared runs: a run several chosen targets use is trained once. "GPU-h alone" is what a target costs launched by
 itself (all its runs); "GPU-h share" splits each run equally among the chosen targets that use it, so the shares
@@ -42,7 +42,7 @@ import torch
 
 from retinanet.config import ConfigError, RunConfig
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]  # the checkout: retinanet/tools/plan.py
 """The checkout: ``config/`` and ``workflow/`` (the study definition) live beside the package."""
 
 GPUS = 8
@@ -261,8 +261,9 @@ def measure_times(runs: dict[str, RunConfig], device: torch.device, *, warmup: i
     """Seconds per training image on ``device`` for each depth among ``runs`` (run id -> config), each measured
     on the run of that depth at its most common image scale (a run without scale jitter where there is one; ties:
     the smaller scale, then the first run id)."""
-    from retinanet import probe, provenance
-    from retinanet.precision import set_tf32
+    from retinanet.engine.precision import set_tf32
+    from retinanet.rundir import provenance
+    from retinanet.tools import probe
 
     name = provenance.device_info(device)["name"]
     out = {}
@@ -374,7 +375,7 @@ def add_command(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _main(args: argparse.Namespace) -> int:
-    from retinanet.distributed import resolve_device
+    from retinanet.engine.distributed import resolve_device
 
     if args.steps < 1:
         raise PlanError(f"plan: --steps {args.steps} must be at least 1")

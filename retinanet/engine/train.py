@@ -10,17 +10,19 @@ RUNDIR after a run::
                            states), kept only while the run is unfinished (deleted once a completed run has its
                            model_final.pt)
     model_final.pt         the trained weights (completed runs only)
-    snapshots/             with solver.snapshot_period: the weights every N iterations, kept (retinanet.snapshots)
-    job.lock               held by the training job's rank 0 while it runs (retinanet.run_lock)
-    run.json               the run's identity (retinanet.identity) and, once finished, a copy of its result
-    attempts.json          every training job on the run: host, iterations, seconds, how it ended (retinanet.attempts)
+    snapshots/             with solver.snapshot_period: the weights every N iterations, kept
+                           (retinanet.rundir.snapshots)
+    job.lock               held by the training job's rank 0 while it runs (retinanet.rundir.lock)
+    run.json               the run's identity (retinanet.rundir.identity) and, once finished, a copy of its result
+    attempts.json          every training job on the run: host, iterations, seconds, how it ended
+                           (retinanet.rundir.attempts)
     result.json            written last: {"status": "completed" | "diverged", "iteration", "wall_s" (summed over
                            the attempts), "attempts", "batch", ...}
 
 One optimizer step = ``accumulation_steps`` forward/backward passes of ``images_per_process`` images on each of
-``world_size`` processes (:func:`retinanet.solver.plan_batch`). The model normalizes its loss (``loss.normalizer``);
-the loop divides by the accumulation steps and DDP averages over processes, so the gradient is the mean over the
-effective batch's micro-batches whatever the number of processes.
+``world_size`` processes (:func:`retinanet.engine.solver.plan_batch`). The model normalizes its loss
+(``loss.normalizer``); the loop divides by the accumulation steps and DDP averages over processes, so the gradient is
+the mean over the effective batch's micro-batches whatever the number of processes.
 
 Divergence: if the loss of a step is not finite on any process, the step is not applied, the run stops and
 ``result.json`` says ``diverged`` with that step's number (1-based ``iteration``); the process exits 0 and no
@@ -29,17 +31,18 @@ Weights are checked to be finite before every checkpoint and at the end, so no c
 
 Resume (``--resume auto``): model, optimizer, schedule, iteration, RNG states and the data stream position are
 restored from ``checkpoints/last.pt``; the data order and augmentation are a function of (seed, position)
-(:class:`retinanet.sampler.TrainBatchSampler`), so on CPU a killed and resumed run ends bitwise equal to an
+(:class:`retinanet.data.sampler.TrainBatchSampler`), so on CPU a killed and resumed run ends bitwise equal to an
 uninterrupted one. The checkpoint holds every process's RNG states, so a run also resumes on another number of
 processes (a rank without a saved state is seeded from (seed, iteration, rank)).
 
-Stopping (:mod:`retinanet.preemption`): on SIGTERM or SIGUSR1, and shortly before a SLURM job's time limit, every
+Stopping (:mod:`retinanet.engine.preemption`): on SIGTERM or SIGUSR1, and shortly before a SLURM job's time limit, every
 process finishes the current iteration, the checkpoint is saved and the process exits with status 75
-(:data:`retinanet.preemption.RETRY_EXIT`); Snakemake retries the job, which resumes there.
+(:data:`retinanet.engine.preemption.RETRY_EXIT`); Snakemake retries the job, which resumes there.
 
-A finished run is reused when its identity (scientific config and input files, :mod:`retinanet.identity`) is
+A finished run is reused when its identity (scientific config and input files, :mod:`retinanet.rundir.identity`) is
 unchanged, whatever its operational fields (data root, workers, checkpoint period...); another identity retrains,
-the old folder content moved to ``RUNDIR.previous`` and the changed fields logged (:func:`retinanet.run_record.decide`).
+the old folder content moved to ``RUNDIR.previous`` and the changed fields logged
+(:func:`retinanet.rundir.record.decide`).
 """
 
 from __future__ import annotations
@@ -59,13 +62,17 @@ import torch
 import yaml
 from tqdm import tqdm
 
-from retinanet import atomic, attempts, checkpoint, distributed, identity, preemption, provenance, run_lock, run_record
+from retinanet import atomic
 from retinanet.config import ConfigError, RunConfig, load, to_dict
-from retinanet.data import build_dataset, build_train_loader, check_num_classes, check_train_images
-from retinanet.model import build_model
-from retinanet.precision import autocast, grad_scaler, set_cudnn_benchmark, set_tf32
-from retinanet.snapshots import snapshot_iterations, snapshot_path
-from retinanet.solver import WarmupMultiStepSchedule, build_optimizer, plan_batch
+from retinanet.data.dataset import build_dataset, build_train_loader, check_num_classes, check_train_images
+from retinanet.engine import checkpoint, distributed, preemption
+from retinanet.engine.precision import autocast, grad_scaler, set_cudnn_benchmark, set_tf32
+from retinanet.engine.solver import WarmupMultiStepSchedule, build_optimizer, plan_batch
+from retinanet.modeling.detector import build_model
+from retinanet.rundir import attempts, identity, provenance
+from retinanet.rundir import lock as run_lock
+from retinanet.rundir import record as run_record
+from retinanet.rundir.snapshots import snapshot_iterations, snapshot_path
 
 CONFIG = "config.resolved.yaml"
 PROVENANCE = "provenance.json"
@@ -119,7 +126,7 @@ def _truncate_log(path: Path, iteration: int) -> None:
 
 def train(cfg: RunConfig, out_dir: str | Path, *, resume: bool = False) -> dict[str, Any]:
     """Train one run into ``out_dir``; return the content of ``result.json``. Joins a torchrun job if present.
-    Rank 0 holds the run folder's lock throughout (:mod:`retinanet.run_lock`: a second job there is refused)."""
+    Rank 0 holds the run folder's lock throughout (:mod:`retinanet.rundir.lock`: a second job there is refused)."""
     out = Path(out_dir)
     fresh = not out.exists()
     info, device = distributed.init(cfg.device)
@@ -286,7 +293,7 @@ def _train(cfg: RunConfig, out: Path, resume: bool, info: distributed.DistInfo, 
     if status == "completed" and not _params_finite(model):
         status = "diverged"
     wall_s, tries = wall_before + time.perf_counter() - t_start, 1
-    if info.is_main:  # the run's time over every attempt (retinanet.attempts)
+    if info.is_main:  # the run's time over every attempt (retinanet.rundir.attempts)
         wall_s, tries = attempt.record(stop_iter, end=status), attempt.entry["attempt"]
     result = {"status": status, "iteration": stop_iter, "wall_s": wall_s, "attempts": tries,
               "batch": plan.to_dict(), "precision": cfg.precision, "channels_last": cfg.channels_last}

@@ -2,7 +2,7 @@
 
 Used by ``python -m retinanet plan --measure`` (seconds per image of a training step on this device) and by
 ``benchmarks/gpu_check.py`` (a short training on one fixed batch whose loss must fall). The step is the one
-``retinanet.train`` takes (zero_grad, forward with matching and losses under the run's precision, backward,
+``retinanet.engine.train`` takes (zero_grad, forward with matching and losses under the run's precision, backward,
 optional gradient clipping, SGD step), on one process, without data loading.
 
 The backbone gets random ResNet weights saved as a state_dict file (:func:`random_backbone_file`), so a run that
@@ -23,11 +23,11 @@ import torch
 import torchvision
 from torch import Tensor
 
-from retinanet.backbone import STYLE_KEY
 from retinanet.config import RunConfig
-from retinanet.model import RetinaNet, build_model
-from retinanet.precision import autocast, grad_scaler
-from retinanet.solver import build_optimizer
+from retinanet.engine.precision import autocast, grad_scaler
+from retinanet.engine.solver import build_optimizer
+from retinanet.modeling.backbone import STYLE_KEY
+from retinanet.modeling.detector import RetinaNet, build_model
 
 Targets = list[dict[str, Tensor]]
 
@@ -96,11 +96,11 @@ def build(cfg: RunConfig, device: torch.device, seed: int = 0) -> tuple[RetinaNe
 
 def train_step(model: RetinaNet, optimizer: torch.optim.Optimizer, cfg: RunConfig,
                device: torch.device) -> Callable[[Tensor, Targets], Tensor]:
-    """``step(images, targets) -> loss``: one SGD step as ``retinanet.train`` takes it (precision with its loss
+    """``step(images, targets) -> loss``: one SGD step as ``retinanet.engine.train`` takes it (precision with its loss
     scaling, channels-last, clipping), at the paper's lr per image without a schedule: ``solver.base_lr`` times
-    ``images / solver.reference_batch`` (the linear scaling rule, as :func:`retinanet.solver.plan_batch` scales
+    ``images / solver.reference_batch`` (the linear scaling rule, as :func:`retinanet.engine.solver.plan_batch` scales
     it for a smaller batch; 0.00125 for 2 images). The returned loss is detached. ``step.scaler`` is the step's
-    :func:`retinanet.precision.grad_scaler`."""
+    :func:`retinanet.engine.precision.grad_scaler`."""
     scaler = grad_scaler(cfg.precision, device)
 
     def step(images: Tensor, targets: Targets) -> Tensor:

@@ -38,7 +38,7 @@ from PIL import Image, ImageDraw
 
 from retinanet.atomic import write_text
 from retinanet.config import ConfigError
-from retinanet.scene import (
+from retinanet.synthetic.scene import (
     CLASSES,
     DISTRACTORS,
     MAX_CLASSES,

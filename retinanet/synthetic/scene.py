@@ -3,7 +3,7 @@
 :func:`render_image` draws an image from a :class:`DatasetSpec` and a random generator: a smooth, striped or noisy
 background, ``min_objects`` to ``max_objects`` annotated objects of ``num_classes`` classes (sizes drawn in COCO's
 small / medium / large buckets scaled to the image, :func:`area_thresholds`), unannotated :data:`DISTRACTORS`, random
-strokes and pixel noise. :mod:`retinanet.synthetic` writes such images as a COCO dataset.
+strokes and pixel noise. :mod:`retinanet.synthetic.generator` writes such images as a COCO dataset.
 
 Classes (:func:`class_names`): up to 6 they are the shapes of :data:`CLASSES`, in any colour. Above 6 (up to
 :data:`MAX_CLASSES`, COCO's 80) a class is a shape *and* a colour family: class ``k`` (0-based) is shape

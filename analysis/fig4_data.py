@@ -11,7 +11,7 @@ import numpy as np
 import torch
 
 from analysis.cdf import cdf_at, fraction_for_share, hardest_share
-from retinanet.losses import focal_loss
+from retinanet.modeling.losses import focal_loss
 
 FIG4_GAMMAS = (0.0, 0.5, 1.0, 2.0)
 HARDEST_FRACTION = 0.2

@@ -19,10 +19,11 @@ from typing import Any
 
 import torch
 
-from retinanet import atomic, provenance
-from retinanet.data import build_dataset, build_test_loader
-from retinanet.evaluate import inference_memory_format, load_run, prepare, run_status
-from retinanet.precision import autocast
+from retinanet import atomic
+from retinanet.data.dataset import build_dataset, build_test_loader
+from retinanet.engine.evaluate import inference_memory_format, load_run, prepare, run_status
+from retinanet.engine.precision import autocast
+from retinanet.rundir import provenance
 
 WARMUP = 10
 REPEATS = 50

@@ -1,0 +1,13 @@
+"""The detector of the paper's section 4, one module per part of Fig. 3 and section 4.1:
+
+- ``backbone``: ResNet + FPN, P3-P7;
+- ``head``: the classification and box subnets, and the prior init of the classification bias;
+- ``anchors``: the 9 anchors per location on each pyramid level;
+- ``matching``: anchor to ground-truth assignment (IoU >= .5 foreground, < .4 background);
+- ``boxes``: the R-CNN box parameterization (encode / decode);
+- ``losses``: the focal loss (eq. 5), FL* (appendix A) and the box losses, and the builders the config selects them
+  with;
+- ``ohem``: online hard example mining, Table 1d's baseline;
+- ``postprocess``: inference (top-k per level, threshold, NMS);
+- ``detector``: :class:`RetinaNet`, which composes them, and :func:`build_model`, the one place that reads the config.
+"""

@@ -1,0 +1,3 @@
+"""A run folder (``RUNDIR``) and the files that describe it beside its weights: the run's identity and record
+(``identity``, ``record``: ``run.json``), the one-job lock (``lock``: ``job.lock``), every job on it (``attempts``:
+``attempts.json``), what it ran on (``provenance``: ``provenance.json``) and its weight snapshots (``snapshots``)."""
