@@ -54,6 +54,7 @@ import random
 import shutil
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -67,11 +68,9 @@ from retinanet.config import ConfigError, RunConfig, load, to_dict
 from retinanet.data.dataset import build_dataset, build_train_loader, check_num_classes, check_train_images
 from retinanet.engine import checkpoint, distributed, preemption
 from retinanet.engine.precision import autocast, grad_scaler, set_cudnn_benchmark, set_tf32
-from retinanet.engine.solver import WarmupMultiStepSchedule, build_optimizer, plan_batch
+from retinanet.engine.solver import BatchPlan, WarmupMultiStepSchedule, build_optimizer, plan_batch
 from retinanet.modeling.detector import build_model
-from retinanet.rundir import attempts, identity, provenance
-from retinanet.rundir import lock as run_lock
-from retinanet.rundir import record as run_record
+from retinanet.rundir import attempts, identity, lock, provenance, record
 from retinanet.rundir.snapshots import snapshot_iterations, snapshot_path
 
 CONFIG = "config.resolved.yaml"
@@ -131,7 +130,7 @@ def train(cfg: RunConfig, out_dir: str | Path, *, resume: bool = False) -> dict[
     fresh = not out.exists()
     info, device = distributed.init(cfg.device)
     try:
-        with run_lock.hold(out) if info.is_main else contextlib.nullcontext():
+        with lock.hold(out) if info.is_main else contextlib.nullcontext():
             with preemption.StopRequest() as stop:
                 return _train(cfg, out, resume, info, device, stop)
     except Exception:
@@ -146,168 +145,247 @@ def train(cfg: RunConfig, out_dir: str | Path, *, resume: bool = False) -> dict[
 
 def _train(cfg: RunConfig, out: Path, resume: bool, info: distributed.DistInfo, device: torch.device,
            stop: preemption.StopRequest) -> dict:
+    """One job on the run folder: reuse a finished run, or build, restore, train and finish it."""
     t_start = time.perf_counter()
-    if cfg.threads:
-        torch.set_num_threads(cfg.threads)
-    set_tf32(cfg.allow_tf32)
-    set_cudnn_benchmark(cfg.cudnn_benchmark)
+    _set_backends(cfg)
     plan = plan_batch(cfg.solver, info.world_size)
     ident = identity.identity(cfg) if info.is_main else {}
     if info.is_main:
         _prepare(out, cfg, ident, resume)
     distributed.barrier()
-    record = run_record.read(out)
-    if record and record.get("result"):  # only a reused run's record holds a result at this point
-        return record["result"]
-
-    seed_everything(cfg.seed)
-    dataset = build_dataset(cfg.data, train=True)
-    check_num_classes(dataset, cfg.model.num_classes)
-    check_train_images(dataset, cfg.solver.images_per_process)
-    model = build_model(cfg).to(device)
-    if cfg.channels_last:
-        model = model.to(memory_format=torch.channels_last)
-    optimizer = build_optimizer(model, cfg.solver)
-    schedule = WarmupMultiStepSchedule(cfg.solver, plan.lr)
-    scaler = grad_scaler(cfg.precision, device)  # fp16: loss scaling; else a pass-through
-
-    start_iter, wall_before = 0, 0.0
+    previous = record.read(out)
+    if previous and previous.get("result"):  # only a reused run's record holds a result at this point
+        return previous["result"]
+    trainer = Trainer(cfg, out, info, device, plan, t_start)
     if resume and (out / LAST).exists():
-        state = checkpoint.load(out / LAST)
-        checkpoint.require(state, out / LAST, STATE_KEYS)
+        trainer.restore(out / LAST)
+    trainer.begin()
+    status, stop_iter = trainer.loop(stop)
+    return trainer.finish(status, stop_iter, ident, stop)
+
+
+def _set_backends(cfg: RunConfig) -> None:
+    """Threads, TF32 and cuDNN autotuning as the run config says (:mod:`retinanet.engine.precision`)."""
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    set_tf32(cfg.allow_tf32)
+    set_cudnn_benchmark(cfg.cudnn_benchmark)
+
+
+class Trainer:
+    """The training state of one job and its steps: :meth:`restore`, :meth:`begin`, then :meth:`loop`, whose
+    iterations are :meth:`run_step` (forward and backward of the effective batch), :meth:`apply_step` (the SGD update),
+    :meth:`log` and :meth:`save` (checkpoint, snapshot), and :meth:`finish`.
+
+    Built (as the run has always been: same seed, same order of random draws): the training set, the model, its
+    optimizer, the lr schedule and the fp16 loss scaler."""
+
+    def __init__(self, cfg: RunConfig, out: Path, info: distributed.DistInfo, device: torch.device,
+                 plan: BatchPlan, t_start: float) -> None:
+        self.cfg, self.out, self.info, self.device, self.plan, self.t_start = cfg, out, info, device, plan, t_start
+        seed_everything(cfg.seed)
+        self.dataset = build_dataset(cfg.data, train=True)
+        check_num_classes(self.dataset, cfg.model.num_classes)
+        check_train_images(self.dataset, cfg.solver.images_per_process)
+        model = build_model(cfg).to(device)
+        self.model = model.to(memory_format=torch.channels_last) if cfg.channels_last else model
+        self.optimizer = build_optimizer(self.model, cfg.solver)
+        self.schedule = WarmupMultiStepSchedule(cfg.solver, plan.lr)
+        self.scaler = grad_scaler(cfg.precision, device)  # fp16: loss scaling; else a pass-through
+        self.start_iter, self.wall_before = 0, 0.0
+        self.attempt: attempts.Attempt | None = None  # rank 0's record of this job (retinanet.rundir.attempts)
+        self.timer: Any = None  # rank 0's alarm before the job's time limit (retinanet.engine.preemption)
+        self.snapshots = set(snapshot_iterations(cfg.solver))
+
+    def restore(self, path: Path) -> None:
+        """Model, optimizer, schedule, loss scale, iteration, wall time and this rank's RNG states from ``path``,
+        a checkpoint of the same scientific config."""
+        cfg, info = self.cfg, self.info
+        state = checkpoint.load(path)
+        checkpoint.require(state, path, STATE_KEYS)
         diff = _first_difference(identity.scientific(state["config"]), identity.scientific(to_dict(cfg)))
         if diff:
-            raise ConfigError(f"{out / LAST}: written by a different scientific config ({diff}); use a new --out or "
+            raise ConfigError(f"{path}: written by a different scientific config ({diff}); use a new --out or "
                               f"no --resume")
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        schedule.load_state_dict(state["schedule"])
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.schedule.load_state_dict(state["schedule"])
         if state.get("scaler"):  # fp16 runs; a disabled scaler's state is empty
-            scaler.load_state_dict(state["scaler"])
-        start_iter, wall_before = int(state["iteration"]), float(state["wall_s"])
-        if not checkpoint.set_rng_state(state["rng"], rank=info.rank, seed=cfg.seed, iteration=start_iter):
+            self.scaler.load_state_dict(state["scaler"])
+        self.start_iter, self.wall_before = int(state["iteration"]), float(state["wall_s"])
+        if not checkpoint.set_rng_state(state["rng"], rank=info.rank, seed=cfg.seed, iteration=self.start_iter):
             writers = len(state["rng"].get("ranks", [0]))
-            print(f"train: rank {info.rank}: {out / LAST} was written by {writers} processes and holds no RNG "
+            print(f"train: rank {info.rank}: {path} was written by {writers} processes and holds no RNG "
                   f"state for this one; seeded from (seed, iteration, rank)", file=sys.stderr)
 
-    if info.is_main:
-        atomic.write_text(out / CONFIG, yaml.safe_dump(to_dict(cfg), sort_keys=False))
-        report = dataset.report()
-        print(f"data: {json.dumps(report)}", file=sys.stderr)
-        atomic.write_json(out / PROVENANCE, provenance.collect(
-            device, world_size=info.world_size, batch=plan.to_dict(), precision=cfg.precision,
-            channels_last=cfg.channels_last, threads=torch.get_num_threads(), resumed_from=start_iter, data=report))
-        _truncate_log(out / LOG, start_iter)
-        attempt = attempts.Attempt(out, start_iter, info.world_size, started=t_start)
-        at, why = preemption.deadline()
-        print(f"train: stop time: {time.ctime(at) if at else 'none'} ({why})", file=sys.stderr, flush=True)
-        timer = preemption.arm_deadline(at) if at is not None else None
-    distributed.barrier()
+    def begin(self) -> None:
+        """Rank 0 writes the resolved config and the provenance, cuts the log back to the restored iteration, opens
+        this job's attempt and arms the stop before the time limit; then every rank wraps the model for DDP and
+        builds its data loader, which starts at the restored position of the data stream."""
+        cfg, out, info, device = self.cfg, self.out, self.info, self.device
+        if info.is_main:
+            atomic.write_text(out / CONFIG, yaml.safe_dump(to_dict(cfg), sort_keys=False))
+            report = self.dataset.report()
+            print(f"data: {json.dumps(report)}", file=sys.stderr)
+            atomic.write_json(out / PROVENANCE, provenance.collect(
+                device, world_size=info.world_size, batch=self.plan.to_dict(), precision=cfg.precision,
+                channels_last=cfg.channels_last, threads=torch.get_num_threads(), resumed_from=self.start_iter,
+                data=report))
+            _truncate_log(out / LOG, self.start_iter)
+            self.attempt = attempts.Attempt(out, self.start_iter, info.world_size, started=self.t_start)
+            at, why = preemption.deadline()
+            print(f"train: stop time: {time.ctime(at) if at else 'none'} ({why})", file=sys.stderr, flush=True)
+            self.timer = preemption.arm_deadline(at) if at is not None else None
+        distributed.barrier()
+        self.ddp = distributed.wrap(self.model, info, device)
+        self.loader = build_train_loader(cfg, self.dataset, world_size=info.world_size, rank=info.rank,
+                                         accumulation_steps=self.plan.accumulation_steps, start_iter=self.start_iter,
+                                         pin_memory=device.type == "cuda")
 
-    ddp = distributed.wrap(model, info, device)
-    loader = build_train_loader(cfg, dataset, world_size=info.world_size, rank=info.rank,
-                                accumulation_steps=plan.accumulation_steps, start_iter=start_iter,
-                                pin_memory=device.type == "cuda")
-    batches = iter(loader)
-    iterations = cfg.solver.iterations
-    snapshots = set(snapshot_iterations(cfg.solver))
-    status, stop_iter = "completed", iterations
-    window: list[torch.Tensor] = []
-    t_window = time.perf_counter()
-    bar = tqdm(total=iterations, initial=start_iter, disable=not (info.is_main and sys.stderr.isatty()),
-               dynamic_ncols=True)
-    model.train()
-    for it in range(start_iter, iterations):
-        lr = schedule.apply(optimizer, it)
-        optimizer.zero_grad(set_to_none=True)
-        sums = torch.zeros(5, dtype=torch.float64, device=device)  # loss_cls, loss_box, num_fg, non-finite, stop
+    def loop(self, stop: preemption.StopRequest) -> tuple[str, int]:
+        """Train from the restored iteration to the last one; returns how it ended, ``completed``, ``diverged`` or
+        ``stopped`` (a stop request on any rank), and at which iteration (1-based)."""
+        bar = tqdm(total=self.cfg.solver.iterations, initial=self.start_iter,
+                   disable=not (self.info.is_main and sys.stderr.isatty()), dynamic_ncols=True)
+        ended = self._iterate(iter(self.loader), stop, bar)
+        bar.close()
+        if self.timer is not None:
+            self.timer.cancel()
+        return ended
+
+    def _iterate(self, batches: Iterator, stop: preemption.StopRequest, bar: tqdm) -> tuple[str, int]:
+        iterations = self.cfg.solver.iterations
+        window = LogWindow(self.plan, self.info.world_size)
+        self.model.train()
+        for it in range(self.start_iter, iterations):
+            lr = self.schedule.apply(self.optimizer, it)
+            sums = self.run_step(batches, stop)
+            if sums[3].item() > 0:
+                return "diverged", it + 1
+            self.apply_step()
+            window.add(sums)
+            bar.update(1)
+            done = it + 1
+            if done % self.cfg.solver.log_period == 0 or done == iterations:
+                self.log(window.line(done, lr), bar)
+            stopping = sums[4].item() > 0 and done < iterations  # a signal on any rank: all stop after this step
+            if not self.save(done, stopping):
+                return "diverged", done
+            if stopping:
+                return "stopped", done
+        return "completed", iterations
+
+    def run_step(self, batches: Iterator, stop: preemption.StopRequest) -> torch.Tensor:
+        """Forward and backward of one effective batch (``accumulation_steps`` micro-batches; DDP averages the
+        gradients over processes at the last). Returns ``[5]`` float64 summed over the processes: loss_cls,
+        loss_box and num_fg summed over the micro-batches, whether a loss was not finite, whether a stop was asked."""
+        cfg, info, plan = self.cfg, self.info, self.plan
+        self.optimizer.zero_grad(set_to_none=True)
+        sums = torch.zeros(5, dtype=torch.float64, device=self.device)  # loss_cls, loss_box, num_fg, non-finite, stop
         for step in range(plan.accumulation_steps):
             images, targets, _ = next(batches)
-            images, targets = to_device(images, targets, device, channels_last=cfg.channels_last)
+            images, targets = to_device(images, targets, self.device, channels_last=cfg.channels_last)
             last = step == plan.accumulation_steps - 1
-            with ddp.no_sync() if info.enabled and not last else contextlib.nullcontext():
-                with autocast(device, cfg.precision):
-                    losses = ddp(images, targets)
+            with self.ddp.no_sync() if info.enabled and not last else contextlib.nullcontext():
+                with autocast(self.device, cfg.precision):
+                    losses = self.ddp(images, targets)
                 loss = (losses["loss_cls"] + losses["loss_box"]) / plan.accumulation_steps
-                scaler.scale(loss).backward()
+                self.scaler.scale(loss).backward()
             sums[:3] += torch.stack([losses["loss_cls"].detach(), losses["loss_box"].detach(),
                                      losses["num_fg"].detach()]).double()
         sums[3] = (~torch.isfinite(sums[:2])).any().double()
         sums[4] = float(stop.requested)
         distributed.all_reduce_sum(sums)
-        if sums[3].item() > 0:
-            status, stop_iter = "diverged", it + 1
-            break
-        if cfg.solver.clip_grad_norm is not None:
-            scaler.unscale_(optimizer)  # clip the true gradients (fp16)
-            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.solver.clip_grad_norm)
-        scaler.step(optimizer)  # fp16: skipped when a gradient overflowed
-        scaler.update()
-        window.append(sums[:3].cpu())
-        bar.update(1)
-        done = it + 1
-        if done % cfg.solver.log_period == 0 or done == iterations:
-            now = time.perf_counter()
-            passes = plan.accumulation_steps * info.world_size
-            mean = torch.stack(window).mean(0)
-            s_per_iter = (now - t_window) / len(window)
-            record = {"iteration": done, "loss_cls": mean[0].item() / passes, "loss_box": mean[1].item() / passes,
-                      "loss": (mean[0].item() + mean[1].item()) / passes, "lr": lr,
-                      "num_fg": mean[2].item() / plan.effective_batch, "s_per_iter": s_per_iter,
-                      "images_per_s": plan.effective_batch / s_per_iter}
-            bar.set_postfix(loss=f"{record['loss']:.4f}", lr=f"{lr:.2e}")
-            if info.is_main:
-                with open(out / LOG, "a") as f:
-                    f.write(json.dumps(record) + "\n")
-            window, t_window = [], now
-        stopping = sums[4].item() > 0 and done < iterations  # a signal on any rank: all stop after this step
+        return sums
+
+    def apply_step(self) -> None:
+        """The SGD update from the accumulated gradients: clipped if asked, skipped by the fp16 scaler on overflow."""
+        if self.cfg.solver.clip_grad_norm is not None:
+            self.scaler.unscale_(self.optimizer)  # clip the true gradients (fp16)
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.solver.clip_grad_norm)
+        self.scaler.step(self.optimizer)  # fp16: skipped when a gradient overflowed
+        self.scaler.update()
+
+    def log(self, line: dict[str, Any], bar: tqdm) -> None:
+        """Show a log line on the progress bar; rank 0 appends it to ``log.jsonl``."""
+        bar.set_postfix(loss=f"{line['loss']:.4f}", lr=f"{line['lr']:.2e}")
+        if self.info.is_main:
+            with open(self.out / LOG, "a") as f:
+                f.write(json.dumps(line) + "\n")
+
+    def save(self, done: int, stopping: bool) -> bool:
+        """The checkpoint every ``checkpoint_period`` iterations and before a stop, and the weight snapshots
+        (:mod:`retinanet.rundir.snapshots`), on rank 0; False, saving nothing, where the weights are not finite."""
+        cfg, info, iterations = self.cfg, self.info, self.cfg.solver.iterations
         if (done % cfg.solver.checkpoint_period == 0 or stopping) and done < iterations:
-            if not _params_finite(model):  # never checkpoint non-finite weights
-                status, stop_iter = "diverged", done
-                break
+            if not _params_finite(self.model):  # never checkpoint non-finite weights
+                return False
             rng = distributed.all_gather_object(checkpoint.rng_state())  # every rank's, so any world size resumes
             if info.is_main:
-                _save_state(out / LAST, model, optimizer, schedule, scaler, done, cfg, rng,
-                            wall_before + time.perf_counter() - t_start)
-                attempt.record(done)
-        if done in snapshots:  # weights kept for AP-against-iteration curves
-            if not _params_finite(model):
-                status, stop_iter = "diverged", done
-                break
+                _save_state(self.out / LAST, self.model, self.optimizer, self.schedule, self.scaler, done, cfg, rng,
+                            self.wall_before + time.perf_counter() - self.t_start)
+                self.attempt.record(done)
+        if done in self.snapshots:  # weights kept for AP-against-iteration curves
+            if not _params_finite(self.model):
+                return False
             if info.is_main:
-                checkpoint.save({"model": model.state_dict(), "config": to_dict(cfg), "iteration": done},
-                                snapshot_path(out, done))
-        if stopping:
-            status, stop_iter = "stopped", done
-            break
-    bar.close()
-    if info.is_main and timer is not None:
-        timer.cancel()
-    if status == "stopped":
-        signal_name = stop.signal_name or "a signal to another process"
-        if info.is_main:
-            attempt.record(stop_iter, end=f"stopped by {signal_name}")
-        distributed.barrier()
-        raise preemption.Stopped(signal_name, stop_iter)
+                checkpoint.save({"model": self.model.state_dict(), "config": to_dict(cfg), "iteration": done},
+                                snapshot_path(self.out, done))
+        return True
 
-    if status == "completed" and not _params_finite(model):
-        status = "diverged"
-    wall_s, tries = wall_before + time.perf_counter() - t_start, 1
-    if info.is_main:  # the run's time over every attempt (retinanet.rundir.attempts)
-        wall_s, tries = attempt.record(stop_iter, end=status), attempt.entry["attempt"]
-    result = {"status": status, "iteration": stop_iter, "wall_s": wall_s, "attempts": tries,
-              "batch": plan.to_dict(), "precision": cfg.precision, "channels_last": cfg.channels_last}
-    if info.is_main:
-        if status == "completed":
-            checkpoint.save({"model": model.state_dict(), "config": to_dict(cfg), "iteration": iterations},
-                            out / FINAL)
-        run_record.write(out, ident, result)  # before result.json: a rerun reuses the run even without it
-        atomic.write_json(out / RESULT, result)
-        if status == "completed":  # only resuming needs the training state; it is 2/3 of a run's disk
-            (out / LAST).unlink(missing_ok=True)
-        print(f"train: {status} at iteration {stop_iter} in {wall_s:.1f} s -> {out}", file=sys.stderr)
-    distributed.barrier()
-    return result
+    def finish(self, status: str, stop_iter: int, ident: dict, stop: preemption.StopRequest) -> dict[str, Any]:
+        """End the job: a stopped one records its attempt and raises :class:`~retinanet.engine.preemption.Stopped`
+        (to be retried); otherwise rank 0 writes the final weights of a completed run, ``run.json`` and
+        ``result.json``, whose content is returned."""
+        cfg, out, info = self.cfg, self.out, self.info
+        if status == "stopped":
+            signal_name = stop.signal_name or "a signal to another process"
+            if info.is_main:
+                self.attempt.record(stop_iter, end=f"stopped by {signal_name}")
+            distributed.barrier()
+            raise preemption.Stopped(signal_name, stop_iter)
+        if status == "completed" and not _params_finite(self.model):
+            status = "diverged"
+        wall_s, tries = self.wall_before + time.perf_counter() - self.t_start, 1
+        if info.is_main:  # the run's time over every attempt (retinanet.rundir.attempts)
+            wall_s, tries = self.attempt.record(stop_iter, end=status), self.attempt.entry["attempt"]
+        result = {"status": status, "iteration": stop_iter, "wall_s": wall_s, "attempts": tries,
+                  "batch": self.plan.to_dict(), "precision": cfg.precision, "channels_last": cfg.channels_last}
+        if info.is_main:
+            if status == "completed":
+                checkpoint.save({"model": self.model.state_dict(), "config": to_dict(cfg),
+                                 "iteration": cfg.solver.iterations}, out / FINAL)
+            record.write(out, ident, result)  # before result.json: a rerun reuses the run even without it
+            atomic.write_json(out / RESULT, result)
+            if status == "completed":  # only resuming needs the training state; it is 2/3 of a run's disk
+                (out / LAST).unlink(missing_ok=True)
+            print(f"train: {status} at iteration {stop_iter} in {wall_s:.1f} s -> {out}", file=sys.stderr)
+        distributed.barrier()
+        return result
+
+
+class LogWindow:
+    """The steps since the last log line: each step's summed losses and fg count, and when the window began."""
+
+    def __init__(self, plan: BatchPlan, world_size: int) -> None:
+        self.plan, self.passes = plan, plan.accumulation_steps * world_size
+        self.sums: list[torch.Tensor] = []
+        self.started = time.perf_counter()
+
+    def add(self, sums: torch.Tensor) -> None:
+        self.sums.append(sums[:3].cpu())
+
+    def line(self, done: int, lr: float) -> dict[str, Any]:
+        """The log line after step ``done`` (:data:`LOG_KEYS`); the next window starts now."""
+        now = time.perf_counter()
+        mean = torch.stack(self.sums).mean(0)
+        s_per_iter = (now - self.started) / len(self.sums)
+        passes, batch = self.passes, self.plan.effective_batch
+        line = {"iteration": done, "loss_cls": mean[0].item() / passes, "loss_box": mean[1].item() / passes,
+                "loss": (mean[0].item() + mean[1].item()) / passes, "lr": lr, "num_fg": mean[2].item() / batch,
+                "s_per_iter": s_per_iter, "images_per_s": batch / s_per_iter}
+        self.sums, self.started = [], now
+        return line
 
 
 def _recovered_result(out: Path) -> dict[str, Any] | None:
@@ -319,8 +397,8 @@ def _recovered_result(out: Path) -> dict[str, Any] | None:
         prov = json.loads((out / PROVENANCE).read_text())
         wall, done = 0.0, 0
         for line in (out / LOG).read_text().splitlines():
-            record = json.loads(line)
-            wall, done = wall + record["s_per_iter"] * (record["iteration"] - done), record["iteration"]
+            entry = json.loads(line)
+            wall, done = wall + entry["s_per_iter"] * (entry["iteration"] - done), entry["iteration"]
         cfg = final["config"]
         if done != final["iteration"]:
             return None
@@ -331,16 +409,16 @@ def _recovered_result(out: Path) -> dict[str, Any] | None:
         return None
 
 
-def _prepare(out: Path, cfg: RunConfig, ident: dict, resume: bool) -> run_record.Decision:
+def _prepare(out: Path, cfg: RunConfig, ident: dict, resume: bool) -> record.Decision:
     """Rank 0, before any rank reads the folder: reuse, resume or start the run in ``out`` (``--resume no``:
     always from scratch). A reused run gets its ``result.json`` back (Snakemake deletes it before rerunning a job)
     and today's config (operational fields such as the data root, which evaluation reads from the folder)."""
     out.mkdir(parents=True, exist_ok=True)
     if resume:
-        decision = run_record.decide(out, ident, final=FINAL, checkpoint=LAST, config=CONFIG, result=RESULT,
-                                     keep=(run_lock.LOCK,), recover=_recovered_result)
+        decision = record.decide(out, ident, final=FINAL, checkpoint=LAST, config=CONFIG, result=RESULT,
+                                 keep=(lock.LOCK,), recover=_recovered_result)
     else:
-        decision = run_record.Decision("fresh", f"training {out} from scratch (--resume no)")
+        decision = record.Decision("fresh", f"training {out} from scratch (--resume no)")
     print(f"train: {decision.message}", file=sys.stderr, flush=True)
     if decision.action == "fresh":  # a restart of the same run keeps its attempts: their time was spent on it
         for name in (RESULT, FINAL, LAST, LOG) + (() if resume else (attempts.FILE,)):
@@ -348,7 +426,7 @@ def _prepare(out: Path, cfg: RunConfig, ident: dict, resume: bool) -> run_record
     if decision.action == "reuse":
         atomic.write_text(out / CONFIG, yaml.safe_dump(to_dict(cfg), sort_keys=False))
         atomic.write_json(out / RESULT, decision.result)
-    run_record.write(out, ident, decision.result)
+    record.write(out, ident, decision.result)
     return decision
 
 
