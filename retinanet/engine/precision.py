@@ -12,7 +12,7 @@ need no scaling; ``fp16`` autocasts to float16 (pre-Ampere GPUs: the V100's tens
 scales the loss (:func:`grad_scaler`): gradients below fp16's smallest subnormal (6e-8) would otherwise flush to zero.
 The scaler multiplies the loss by S (65536 at first) before backward and divides the gradients by S before clipping and
 the SGD step; a step whose gradients overflow is skipped and S halved (and doubled after 2000 steps without overflow).
-The classification and box losses are computed in float32 in every precision (``retinanet/modeling/detector.py``).
+The classification and box losses are computed in float32 in every precision (``retinanet/modeling/criterion.py``).
 
 cuDNN autotuning (``cudnn_benchmark``): with ``torch.backends.cudnn.benchmark`` cuDNN times its algorithms for each
 new input shape once and keeps the fastest. They compute the same convolution (results differ by float rounding),

@@ -20,9 +20,10 @@ RUNDIR after a run::
                            the attempts), "attempts", "batch", ...}
 
 One optimizer step = ``accumulation_steps`` forward/backward passes of ``images_per_process`` images on each of
-``world_size`` processes (:func:`retinanet.engine.solver.plan_batch`). The model normalizes its loss
-(``loss.normalizer``); the loop divides by the accumulation steps and DDP averages over processes, so the gradient is
-the mean over the effective batch's micro-batches whatever the number of processes.
+``world_size`` processes (:func:`retinanet.engine.solver.plan_batch`). The model's forward gives the head outputs and
+the criterion (:mod:`retinanet.modeling.criterion`) their normalized loss (``loss.normalizer``); the loop divides by
+the accumulation steps and DDP averages over processes, so the gradient is the mean over the effective batch's
+micro-batches whatever the number of processes.
 
 Divergence: if the loss of a step is not finite on any process, the step is not applied, the run stops and
 ``result.json`` says ``diverged`` with that step's number (1-based ``iteration``); the process exits 0 and no
@@ -189,6 +190,7 @@ class Trainer:
         check_train_images(self.dataset, cfg.solver.images_per_process)
         model = build_model(cfg).to(device)
         self.model = model.to(memory_format=torch.channels_last) if cfg.channels_last else model
+        self.criterion = self.model.criterion  # outputs -> losses (retinanet.modeling.criterion)
         self.optimizer = build_optimizer(self.model, cfg.solver)
         self.schedule = WarmupMultiStepSchedule(cfg.solver, plan.lr)
         self.scaler = grad_scaler(cfg.precision, device)  # fp16: loss scaling; else a pass-through
@@ -288,7 +290,7 @@ class Trainer:
             last = step == plan.accumulation_steps - 1
             with self.ddp.no_sync() if info.enabled and not last else contextlib.nullcontext():
                 with autocast(self.device, cfg.precision):
-                    losses = self.ddp(images, targets)
+                    losses = self.criterion(self.ddp(images), targets, fg_ema=self.model.fg_ema)
                 loss = (losses["loss_cls"] + losses["loss_box"]) / plan.accumulation_steps
                 self.scaler.scale(loss).backward()
             sums[:3] += torch.stack([losses["loss_cls"].detach(), losses["loss_box"].detach(),

@@ -8,6 +8,8 @@
 - ``losses``: the focal loss (eq. 5), FL* (appendix A) and the box losses, and the builders the config selects them
   with;
 - ``ohem``: online hard example mining, Table 1d's baseline;
+- ``criterion``: the training loss of a batch: matching, targets, the normalizer (counted once) and both losses;
 - ``postprocess``: inference (top-k per level, threshold, NMS);
-- ``detector``: :class:`RetinaNet`, which composes them, and :func:`build_model`, the one place that reads the config.
+- ``detector``: :class:`RetinaNet`, which composes them (its forward gives the head outputs, the criterion their
+  loss), and :func:`build_model`, which with ``build_criterion`` is the only reader of the config.
 """

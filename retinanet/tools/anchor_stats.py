@@ -117,7 +117,7 @@ def anchor_statistics(cfg: RunConfig, *, num_images: int | None = None, train_sp
         anchors = model.anchors(feature_shapes(math.ceil(height / div) * div, math.ceil(width / div) * div))
         boxes, labels = dataset.original_boxes(index)
         target = {"boxes": torch.from_numpy(boxes).clone() * scale, "labels": torch.from_numpy(labels).clone()}
-        matched = model.assign(anchors, [target])[0][0]
+        matched = model.criterion.match(anchors, [target]).matched[0]
         fg = matched >= 0
         fg_per_image.append(int(fg.sum()))
         anchors_per_image.append(matched.numel())

@@ -111,7 +111,7 @@ def train_step(model: RetinaNet, optimizer: torch.optim.Optimizer, cfg: RunConfi
         if cfg.channels_last:
             images = images.contiguous(memory_format=torch.channels_last)
         with autocast(device, cfg.precision):
-            losses = model(images, targets)
+            losses = model.criterion(model(images), targets, fg_ema=model.fg_ema)
         loss = losses["loss_cls"] + losses["loss_box"]
         scaler.scale(loss).backward()
         if cfg.solver.clip_grad_norm is not None:
