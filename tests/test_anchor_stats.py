@@ -9,7 +9,8 @@ from torchvision.ops import box_iou
 from retinanet.__main__ import main
 from retinanet.config import ConfigError, RunConfig
 from retinanet.data.dataset import build_dataset
-from retinanet.modeling.anchors import AnchorGenerator, feature_shapes
+from retinanet.modeling.anchors import build_anchor_generator as AnchorGenerator  # the generator of an AnchorConfig
+from retinanet.modeling.anchors import feature_shapes
 from retinanet.tools.anchor_stats import COCO_PUBLISHED, anchor_statistics
 
 

@@ -4,7 +4,8 @@ import pytest
 import torch
 
 from retinanet.config import AnchorConfig
-from retinanet.modeling.anchors import STRIDES, AnchorGenerator, cell_anchors, feature_shapes
+from retinanet.modeling.anchors import STRIDES, cell_anchors, feature_shapes
+from retinanet.modeling.anchors import build_anchor_generator as AnchorGenerator  # the generator of an AnchorConfig
 
 
 def test_paper_anchor_shapes():

@@ -22,7 +22,8 @@ from tiny_coco import COLORS, write_coco
 from retinanet.__main__ import main as cli
 from retinanet.config import BACKBONE_INPUT, ConfigError, ModelConfig, from_dict
 from retinanet.data.dataset import build_dataset, normalize
-from retinanet.modeling.backbone import ResNetFPN, _block, conv_bn
+from retinanet.modeling.backbone import _block, conv_bn
+from retinanet.modeling.backbone import build_backbone as ResNetFPN  # the backbone of a ModelConfig
 from retinanet.tools.caffe2_weights import BN_EPS, Caffe2WeightsError, convert, read_blobs
 from workflow.scripts import fetch_weights
 

@@ -148,7 +148,8 @@ def test_folded_frozen_bn_backbone_equals_torchvision_resnet_in_float64(depth, f
     the paper (and with everything trainable: the trainable stem takes the fold, res5 the output affine); the folded
     weights of frozen layers are cached and the cache follows in-place weight updates."""
     from retinanet.config import ModelConfig
-    from retinanet.modeling.backbone import ResNetFPN, _output_numel
+    from retinanet.modeling.backbone import _output_numel
+    from retinanet.modeling.backbone import build_backbone as ResNetFPN  # the backbone of a ModelConfig
 
     torch.manual_seed(0)
     net = ResNetFPN(ModelConfig(depth=depth, pretrained="none", norm="frozen_bn", freeze_at=freeze_at,

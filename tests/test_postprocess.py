@@ -3,7 +3,8 @@ from torchvision.ops import batched_nms
 
 from retinanet.config import AnchorConfig, TestConfig
 from retinanet.modeling import boxes as box_ops
-from retinanet.modeling.anchors import AnchorGenerator, feature_shapes
+from retinanet.modeling.anchors import build_anchor_generator as AnchorGenerator  # the generator of an AnchorConfig
+from retinanet.modeling.anchors import feature_shapes
 from retinanet.modeling.postprocess import postprocess
 
 

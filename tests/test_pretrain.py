@@ -71,7 +71,7 @@ def test_schedule_warms_up_then_decays_to_zero() -> None:
 
 
 def test_pretrained_file_loads_into_the_detector_backbone(source: pretrain.CropSource, tmp_path: Path) -> None:
-    from retinanet.modeling.backbone import ResNetFPN
+    from retinanet.modeling.backbone import build_backbone as ResNetFPN  # the backbone of a ModelConfig
 
     out = tmp_path / "resnet18-pretrain.pth"
     summary = pretrain.pretrain(PretrainConfig(iterations=3, batch_size=8, crop=16, warmup_iters=1), source, source,

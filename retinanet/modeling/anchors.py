@@ -51,12 +51,14 @@ class AnchorGenerator:
     wait for the queued work) and cached per (feature shapes, device, dtype): the :data:`CACHED_SIZES` most
     recently used padded sizes. A cached tensor is returned as is; callers must not modify it.
 
-    Args:
-        cfg: the run's :class:`~retinanet.config.AnchorConfig`.
+    Args (keyword-only):
+        sizes: base anchor side (sqrt of area) on P3..P7 (32..512 in the paper).
+        num_scales: octave scales per level, 2^(k / num_scales) for k < num_scales (3).
+        aspect_ratios: height / width ratios (1:2, 1:1, 2:1).
     """
 
-    def __init__(self, cfg: AnchorConfig) -> None:
-        self.cells = [cell_anchors(s, cfg.num_scales, cfg.aspect_ratios) for s in cfg.sizes]
+    def __init__(self, *, sizes: list[float], num_scales: int, aspect_ratios: list[float]) -> None:
+        self.cells = [cell_anchors(s, num_scales, aspect_ratios) for s in sizes]
         self._cells_on: dict[tuple[torch.device, torch.dtype], list[Tensor]] = {}
         self._cache: OrderedDict[tuple, Tensor] = OrderedDict()
 
@@ -110,3 +112,8 @@ def feature_shapes(height: int, width: int) -> list[tuple[int, int]]:
     for stride in STRIDES:
         shapes.append((math.ceil(height / stride), math.ceil(width / stride)))
     return shapes
+
+
+def build_anchor_generator(cfg: AnchorConfig) -> AnchorGenerator:
+    """The anchor generator of a run's ``anchors`` config."""
+    return AnchorGenerator(sizes=cfg.sizes, num_scales=cfg.num_scales, aspect_ratios=cfg.aspect_ratios)

@@ -100,43 +100,54 @@ def stride_in_1x1(body: nn.Module) -> None:
 
 
 class ResNetFPN(nn.Module):
-    """ResNet-{18,34,50,101} body with an FPN head.
+    """ResNet-{18,34,50,101} body with an FPN head, randomly initialized (:func:`build_backbone` loads the weights
+    a config names and freezes its stages).
 
     Input ``[N, 3, H, W]``; output list of 5 tensors ``[N, C, H_l, W_l]`` for P3..P7 (``C = fpn_channels``).
+
+    Args (keyword-only):
+        depth: 18, 34, 50 or 101.
+        fpn_channels: C, 256 in the paper.
+        norm: ``frozen_bn``, ``bn`` or ``gn`` (GroupNorm, 32 groups).
+        style: ``torchvision`` (stride on the 3x3 conv) or ``caffe2`` (Detectron's MSRA ResNets: on the first 1x1).
     """
 
-    def __init__(self, cfg: ModelConfig) -> None:
+    def __init__(self, *, depth: int, fpn_channels: int = 256, norm: str = "frozen_bn",
+                 style: str = "torchvision") -> None:
         super().__init__()
-        if cfg.depth not in STAGE_CHANNELS:
-            raise ConfigError(f"model.depth: {cfg.depth} is not one of {sorted(STAGE_CHANNELS)}")
-        body = torchvision.models.get_model(f"resnet{cfg.depth}", weights=None, norm_layer=_norm_layer(cfg.norm))
+        if depth not in STAGE_CHANNELS:
+            raise ValueError(f"ResNetFPN: depth {depth} is not one of {sorted(STAGE_CHANNELS)}")
+        self.depth, self.norm, self.style = depth, norm, style
+        body = torchvision.models.get_model(f"resnet{depth}", weights=None, norm_layer=_norm_layer(norm))
         del body.fc, body.avgpool
         body.maxpool = ChannelsLastMaxPool2d.like(body.maxpool)
-        if cfg.backbone_style == "caffe2":
+        if style == "caffe2":
             stride_in_1x1(body)
         self.body = body
-        self._load_pretrained(cfg)
-        self._freeze(cfg.freeze_at)
-        c3, c4, c5 = STAGE_CHANNELS[cfg.depth]
-        extra = LastLevelP6P7(c5, cfg.fpn_channels)
+        c3, c4, c5 = STAGE_CHANNELS[depth]
+        extra = LastLevelP6P7(c5, fpn_channels)
         extra.use_P5 = False  # P6 from C5 even when C5 and P5 widths agree (paper, Fig. 3)
-        self.fpn = FeaturePyramidNetwork([c3, c4, c5], cfg.fpn_channels, extra_blocks=extra)
+        self.fpn = FeaturePyramidNetwork([c3, c4, c5], fpn_channels, extra_blocks=extra)
 
-    def _load_pretrained(self, cfg: ModelConfig) -> None:
-        if cfg.pretrained == "none":
-            return
-        if cfg.norm == "gn":
+    def load_pretrained(self, pretrained: str) -> None:
+        """Load the ResNet body's weights: torchvision's ImageNet ones (``imagenet``) or a state_dict file of this
+        style (``model.pretrained``).
+
+        Raises:
+            ConfigError: weights that do not fit (another depth or style, GroupNorm, a missing or bad file).
+        """
+        if self.norm == "gn":
             raise ConfigError("model.pretrained: ImageNet ResNet weights carry BatchNorm; use model.norm frozen_bn "
                               "or bn with them, or pretrained none with gn")
-        if cfg.pretrained == "imagenet":
-            weights = torchvision.models.get_model_weights(f"resnet{cfg.depth}").IMAGENET1K_V1
+        if pretrained == "imagenet":
+            weights = torchvision.models.get_model_weights(f"resnet{self.depth}").IMAGENET1K_V1
             state = weights.get_state_dict(progress=False)
             source = f"torchvision {weights}"
         else:
-            state, style = load_weights_file(cfg.pretrained)
-            source = cfg.pretrained
-            if (style or "torchvision") != cfg.backbone_style:  # same names and shapes: only the file can tell
-                raise ConfigError(f"model.backbone_style: {cfg.backbone_style}, but {source} holds "
+            state, style = load_weights_file(pretrained)
+            source = pretrained
+            if (style or "torchvision") != self.style:  # same names and shapes: only the file can tell
+                raise ConfigError(f"model.backbone_style: {self.style}, but {source} holds "
                                   f"{style or 'torchvision'}-style weights"
                                   + ("" if style else " (declares no style; convert Detectron's R-50.pkl / R-101.pkl "
                                                       "with python -m retinanet convert-weights)"))
@@ -144,10 +155,11 @@ class ResNetFPN(nn.Module):
         missing, unexpected = self.body.load_state_dict(state, strict=False)
         missing = [k for k in missing if not k.endswith("num_batches_tracked")]
         if missing or unexpected:
-            raise ConfigError(f"model.pretrained: {source} does not fit resnet{cfg.depth}: "
+            raise ConfigError(f"model.pretrained: {source} does not fit resnet{self.depth}: "
                               f"missing {missing[:3]}, unexpected {unexpected[:3]}")
 
-    def _freeze(self, freeze_at: int) -> None:
+    def freeze(self, freeze_at: int) -> None:
+        """Freeze the first ``freeze_at`` stages: 1 the stem, 2 also res2 (Detectron's default), ... 5 all."""
         stages = [nn.ModuleList([self.body.conv1, self.body.bn1]), self.body.layer1, self.body.layer2,
                   self.body.layer3, self.body.layer4]
         for stage in stages[:freeze_at]:
@@ -162,6 +174,18 @@ class ResNetFPN(nn.Module):
         c4 = _stage(b.layer3, c3)
         c5 = _stage(b.layer4, c4)
         return list(self.fpn({"c3": c3, "c4": c4, "c5": c5}).values())
+
+
+def build_backbone(cfg: ModelConfig) -> ResNetFPN:
+    """The backbone of a model config: ``depth``, ``fpn_channels``, ``norm``, ``backbone_style``, then the weights of
+    ``pretrained`` (unless ``none``) and ``freeze_at`` frozen stages."""
+    if cfg.depth not in STAGE_CHANNELS:
+        raise ConfigError(f"model.depth: {cfg.depth} is not one of {sorted(STAGE_CHANNELS)}")
+    backbone = ResNetFPN(depth=cfg.depth, fpn_channels=cfg.fpn_channels, norm=cfg.norm, style=cfg.backbone_style)
+    if cfg.pretrained != "none":
+        backbone.load_pretrained(cfg.pretrained)
+    backbone.freeze(cfg.freeze_at)
+    return backbone
 
 
 # --------------------------------------------------------------------------------------------------------------

@@ -12,10 +12,10 @@ import torch
 from torch import Tensor, nn
 
 from retinanet.config import RunConfig, TestConfig
-from retinanet.modeling.anchors import AnchorGenerator
-from retinanet.modeling.backbone import ResNetFPN
+from retinanet.modeling.anchors import AnchorGenerator, build_anchor_generator
+from retinanet.modeling.backbone import build_backbone
 from retinanet.modeling.criterion import DenseOutputs, RetinaNetCriterion, Targets, build_criterion
-from retinanet.modeling.head import RetinaNetHead
+from retinanet.modeling.head import RetinaNetHead, build_head
 from retinanet.modeling.matching import BACKGROUND, IGNORE
 from retinanet.modeling.postprocess import postprocess
 
@@ -123,12 +123,12 @@ class RetinaNet(nn.Module):
 
 
 def build_model(cfg: RunConfig) -> RetinaNet:
-    """RetinaNet for a run config (with :func:`~retinanet.modeling.criterion.build_criterion`, the only place that
-    reads the model, anchor, matcher and loss configs)."""
-    anchors = AnchorGenerator(cfg.anchors)
+    """RetinaNet for a run config: its parts from their ``build_*`` functions, the only readers of the model, anchor,
+    matcher, loss and test configs."""
+    anchors = build_anchor_generator(cfg.anchors)
     return RetinaNet(
-        backbone=ResNetFPN(cfg.model),
-        head=RetinaNetHead(cfg.model, anchors.num_anchors),
+        backbone=build_backbone(cfg.model),
+        head=build_head(cfg.model, anchors.num_anchors),
         anchors=anchors,
         criterion=build_criterion(cfg),
         test=cfg.test,

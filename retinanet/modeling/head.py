@@ -39,21 +39,33 @@ def _flatten(x: Tensor, per_anchor: int) -> Tensor:
 class RetinaNetHead(nn.Module):
     """Both subnets, applied to every pyramid level.
 
-    Args:
-        cfg: model config (``fpn_channels``, ``head_convs``, ``num_classes``, ``prior_prob``, ``cls_bias_init``).
+    Args (keyword-only):
+        in_channels: C, the FPN's width (256 in the paper).
         num_anchors: A, anchors per location.
+        num_classes: K.
+        num_convs: 3x3 conv + ReLU layers before each subnet's output conv (4 in the paper).
+        prior_prob: pi, the foreground confidence every anchor starts with (.01).
+        bias_init: ``prior`` (the classification bias -log((1 - pi) / pi)) or ``zero``.
     """
 
-    def __init__(self, cfg: ModelConfig, num_anchors: int) -> None:
+    def __init__(self, *, in_channels: int, num_anchors: int, num_classes: int, num_convs: int = 4,
+                 prior_prob: float = 0.01, bias_init: str = "prior") -> None:
         super().__init__()
-        self.num_classes = cfg.num_classes
-        self.cls_subnet = _subnet(cfg.fpn_channels, cfg.head_convs, cfg.num_classes * num_anchors)
-        self.box_subnet = _subnet(cfg.fpn_channels, cfg.head_convs, 4 * num_anchors)
-        if cfg.cls_bias_init == "prior":
-            nn.init.constant_(self.cls_subnet[-1].bias, -math.log((1 - cfg.prior_prob) / cfg.prior_prob))
+        self.num_classes = num_classes
+        self.cls_subnet = _subnet(in_channels, num_convs, num_classes * num_anchors)
+        self.box_subnet = _subnet(in_channels, num_convs, 4 * num_anchors)
+        if bias_init == "prior":
+            nn.init.constant_(self.cls_subnet[-1].bias, -math.log((1 - prior_prob) / prior_prob))
 
     def forward(self, features: list[Tensor]) -> tuple[Tensor, Tensor]:
         """Returns class logits ``[N, R, K]`` and box deltas ``[N, R, 4]``, levels P3..P7 concatenated."""
         logits = torch.cat([_flatten(self.cls_subnet(f), self.num_classes) for f in features], dim=1)
         deltas = torch.cat([_flatten(self.box_subnet(f), 4) for f in features], dim=1)
         return logits, deltas
+
+
+def build_head(cfg: ModelConfig, num_anchors: int) -> RetinaNetHead:
+    """The head of a model config (``fpn_channels``, ``num_classes``, ``head_convs``, ``prior_prob``,
+    ``cls_bias_init``) for ``num_anchors`` anchors per location."""
+    return RetinaNetHead(in_channels=cfg.fpn_channels, num_anchors=num_anchors, num_classes=cfg.num_classes,
+                         num_convs=cfg.head_convs, prior_prob=cfg.prior_prob, bias_init=cfg.cls_bias_init)
