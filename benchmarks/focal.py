@@ -22,7 +22,7 @@ import torch
 from torch import Tensor
 from torchvision.ops import sigmoid_focal_loss
 
-from retinanet.modeling import losses
+from retinanet.modeling import focal_kernels
 from retinanet.modeling.losses import focal_loss
 
 GAMMA, ALPHA = 2.0, 0.25
@@ -99,7 +99,7 @@ def _measure_memory(variant: str, anchors: int, classes: int, threads: int) -> i
     # dispatch tables) and, for ours, the one-time compilation of its kernel (dynamic shapes: the measured size
     # reuses it). What is measured is the memory of a training step, not start-up; a full-size warm-up would leave
     # its freed pages resident and hide the peer's temporaries.
-    step(fn, *inputs(losses._COMPILE_MIN_ELEMENTS // classes + 1, classes))
+    step(fn, *inputs(focal_kernels._COMPILE_MIN_ELEMENTS // classes + 1, classes))
     logits, targets = inputs(anchors, classes)
     with open("/proc/self/clear_refs", "w") as f:
         f.write("5")  # reset VmHWM to the current RSS

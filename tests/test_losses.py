@@ -16,7 +16,7 @@ import torch.nn.functional as F
 import torchvision
 
 from retinanet.config import LossConfig
-from retinanet.modeling import losses
+from retinanet.modeling import focal_kernels as losses
 from retinanet.modeling.losses import (
     build_box_loss,
     build_classification_loss,
@@ -338,7 +338,7 @@ def test_cuda_inputs_take_one_compiled_kernel_without_the_cpu_vector_width(monke
 
 _ISA_PROBE = """
 import json, torch
-from retinanet.modeling import losses
+from retinanet.modeling import focal_kernels as losses
 g = torch.Generator().manual_seed(0)
 x = (torch.randn(losses._COMPILE_MIN_ELEMENTS, generator=g) * 6).requires_grad_()
 t = (torch.rand(x.shape, generator=g) < 0.3).float()

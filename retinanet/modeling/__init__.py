@@ -5,8 +5,8 @@
 - ``anchors``: the 9 anchors per location on each pyramid level;
 - ``matching``: anchor to ground-truth assignment (IoU >= .5 foreground, < .4 background);
 - ``boxes``: the R-CNN box parameterization (encode / decode);
-- ``losses``: the focal loss (eq. 5), FL* (appendix A) and the box losses, and the builders the config selects them
-  with;
+- ``losses``: the focal loss (eq. 5), FL* (appendix A) as the paper writes them, the box losses, and the builders
+  the config selects them with; ``focal_kernels``: the fused kernels that compute FL and FL* in training;
 - ``ohem``: online hard example mining, Table 1d's baseline;
 - ``criterion``: the training loss of a batch: matching, targets, the normalizer (counted once) and both losses;
 - ``postprocess``: inference (top-k per level, threshold, NMS);
