@@ -1,5 +1,5 @@
 """Analysis of the study's runs: tables, figures, claim verdicts and the report, beside the paper's numbers.
 
-Scripts are run as ``python analysis/<name>.py --study study.json ...``; every input path comes from the study
+Scripts are run as ``python -m analysis.<name> --study study.json ...``; every input path comes from the study
 manifest or the command line (nothing is globbed). Pure functions live in small modules so they can be tested.
 """

@@ -2,16 +2,13 @@
 (metrics.json, result.json, provenance.json, log.jsonl, timing.json, a loss-samples .npz) and their ``study.json``.
 
 The numbers are made up (half the paper's AP plus seed noise; CE with the plain init and α = .10 diverge); nothing
-here is a result. CLI: ``python analysis/fake_study.py --out DIR`` -> DIR/study.json.
+here is a result. CLI: ``python -m analysis.fake_study --out DIR`` -> DIR/study.json.
 """
 
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script: make `analysis` importable
 
 import numpy as np
 

@@ -1,14 +1,11 @@
 """Figure 1: CE and FL (eq. 4) against p_t for gamma in {0, .5, 1, 2, 5}.
 
-CLI: ``python analysis/fig1.py --out fig1.png fig1.pdf``
+CLI: ``python -m analysis.fig1 --out fig1.png fig1.pdf``
 """
 
 from __future__ import annotations
 
 import sys
-from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script: make `analysis` importable
 
 import torch
 from matplotlib.figure import Figure

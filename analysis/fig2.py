@@ -3,16 +3,13 @@ mean over seeds with the seed std as error bars). Right: the paper's Table 1e cu
 of Figure 2's inset (ms on an Nvidia M40, COCO test-dev). The panels are separate because neither the hardware nor,
 below paper scale, the data are comparable.
 
-CLI: ``python analysis/fig2.py --study study.json --out fig2.png fig2.pdf``  (Table 1e entries with timing)
+CLI: ``python -m analysis.fig2 --study study.json --out fig2.png fig2.pdf``  (Table 1e entries with timing)
 """
 
 from __future__ import annotations
 
 import math
 import sys
-from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script: make `analysis` importable
 
 from matplotlib.figure import Figure
 

@@ -1,17 +1,15 @@
 """Figure 4: CDFs of the normalized loss of positive and negative samples of a converged model, gamma in
 {0, .5, 1, 2}; x = fraction of samples sorted from lowest to highest loss. The sample counts are on the figure.
 
-CLI: ``python analysis/fig4.py --study study.json --out fig4.png fig4.pdf``  (uses ``figures.fig4.samples``, or
-                                                                            an exported study's ``summary``)
-     ``python analysis/fig4.py --samples samples.npz --out fig4.png``        (a samples file directly)
+CLI: ``python -m analysis.fig4 --study study.json --out fig4.png fig4.pdf``  (uses ``figures.fig4.samples``, or
+                                                                           an exported study's ``summary``)
+     ``python -m analysis.fig4 --samples samples.npz --out fig4.png``        (a samples file directly)
 """
 
 from __future__ import annotations
 
 import sys
 from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script: make `analysis` importable
 
 from matplotlib.figure import Figure
 

@@ -1,14 +1,11 @@
 """Figure 5: CE, FL (gamma 2) and FL* (gamma 2 beta 1; gamma 4 beta 0) against x_t = y x (eq. 6).
 
-CLI: ``python analysis/fig5.py --out fig5.png fig5.pdf``
+CLI: ``python -m analysis.fig5 --out fig5.png fig5.pdf``
 """
 
 from __future__ import annotations
 
 import sys
-from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script: make `analysis` importable
 
 import torch
 from matplotlib.figure import Figure

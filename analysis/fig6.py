@@ -3,15 +3,12 @@
 Before drawing, the autograd derivatives are checked against Appendix B (eq. 9-11) at both labels over
 x in [-20, 20]; a disagreement stops the script with an error (exit code 1, no figure written).
 
-CLI: ``python analysis/fig6.py --out fig6.png fig6.pdf``
+CLI: ``python -m analysis.fig6 --out fig6.png fig6.pdf``
 """
 
 from __future__ import annotations
 
 import sys
-from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script: make `analysis` importable
 
 import torch
 from matplotlib.figure import Figure

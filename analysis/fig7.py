@@ -5,7 +5,7 @@ threshold. The paper's threshold is 33.5 AP (FL gamma 2 reached 34.0, so 0.5 AP 
 than ``paper`` absolute AP differs, so the threshold is relative to our FL gamma 2 model (Table 3's
 ``loss=FL,gamma=2`` row): mean_FL x 33.5 / 34.0 - 2 x its seed std (the std term needs at least 2 seeds).
 
-CLI: ``python analysis/fig7.py --study study.json --out fig7.png fig7.pdf [--threshold AP]``
+CLI: ``python -m analysis.fig7 --study study.json --out fig7.png fig7.pdf [--threshold AP]``
 """
 
 from __future__ import annotations
@@ -13,9 +13,6 @@ from __future__ import annotations
 import math
 import sys
 from dataclasses import dataclass
-from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script: make `analysis` importable
 
 import torch
 from matplotlib.figure import Figure

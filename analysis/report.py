@@ -3,7 +3,7 @@ the deviations from the paper, hardware and wall time.
 
 CLI::
 
-    python analysis/report.py --study study.json --out results/<scale>/REPORT.md
+    python -m analysis.report --study study.json --out results/<scale>/REPORT.md
         [--figure fig1=results/<scale>/figures/fig1.png ...]   name=path of each figure's PNG (linked relative to
                                                                the report; a PDF beside it is linked too)
         [--figures-dir DIR]      else: DIR/<fig>.png for fig1, fig2, fig4, fig5, fig6, fig7 where present
@@ -29,8 +29,6 @@ import dataclasses
 import os
 import sys
 from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script: make `analysis` importable
 
 from analysis.claims import ClaimResult, evaluate_claims, load_evidence
 from analysis.imbalance import report_section as imbalance_section

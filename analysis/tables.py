@@ -6,7 +6,7 @@ paper's tolerance (``paper_values.yaml``); at smaller scales absolute AP is not 
 
 CLI::
 
-    python analysis/tables.py --study study.json --out-dir results/<scale>/tables [--tables 1a 1b ...]
+    python -m analysis.tables --study study.json --out-dir results/<scale>/tables [--tables 1a 1b ...]
         [--paper-values analysis/paper_values.yaml]
     -> <out-dir>/table_<id>.csv and <out-dir>/table_<id>.md for each table id (1a 1b 1c 1d 1e 2 3 5.1)
 """
@@ -19,8 +19,6 @@ import math
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script: make `analysis` importable
 
 from analysis.paper_values import PAPER_VALUES, PaperRow, PaperTable, load_paper_values
 from analysis.seeds import SeedValues, seed_values
