@@ -40,8 +40,9 @@ from retinanet.data.dataset import build_dataset, build_train_loader, check_num_
 from retinanet.engine import checkpoint
 from retinanet.engine.evaluate import evaluate_run
 from retinanet.engine.solver import WarmupMultiStepSchedule, build_optimizer, plan_batch
-from retinanet.engine.train import CONFIG, FINAL, LOG, RESULT, parse_overrides, seed_everything, train
+from retinanet.engine.train import parse_overrides, seed_everything, train
 from retinanet.modeling.detector import RetinaNet, build_model
+from retinanet.rundir.folder import CONFIG, FINAL, LOG, RESULT
 
 
 def ours_state_dict(peer_state: dict[str, torch.Tensor], ours: RetinaNet, head_convs: int

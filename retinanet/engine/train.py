@@ -72,14 +72,8 @@ from retinanet.engine.precision import autocast, grad_scaler, set_cudnn_benchmar
 from retinanet.engine.solver import BatchPlan, WarmupMultiStepSchedule, build_optimizer, plan_batch
 from retinanet.modeling.detector import build_model
 from retinanet.rundir import attempts, identity, lock, provenance, record
+from retinanet.rundir.folder import CONFIG, FINAL, LAST, LOG, PROVENANCE, RESULT, prepare, truncate_log
 from retinanet.rundir.snapshots import snapshot_iterations, snapshot_path
-
-CONFIG = "config.resolved.yaml"
-PROVENANCE = "provenance.json"
-LOG = "log.jsonl"
-LAST = "checkpoints/last.pt"
-FINAL = "model_final.pt"
-RESULT = "result.json"
 
 LOG_KEYS = ("iteration", "loss_cls", "loss_box", "loss", "lr", "num_fg", "s_per_iter", "images_per_s")
 """Each log line: ``iteration`` (completed steps), the losses and ``num_fg`` (foreground anchors per image) as means
@@ -110,20 +104,6 @@ def _params_finite(model: torch.nn.Module) -> bool:
     return all(bool(torch.isfinite(p).all()) for p in model.parameters())
 
 
-def _truncate_log(path: Path, iteration: int) -> None:
-    """Keep the log lines of steps up to ``iteration`` (the checkpoint a resumed run starts from)."""
-    if not path.exists():
-        return
-    kept = []
-    for line in path.read_text().splitlines():
-        try:
-            if json.loads(line).get("iteration", 0) <= iteration:
-                kept.append(line)
-        except json.JSONDecodeError:  # a line cut short by the kill
-            continue
-    atomic.write_text(path, "".join(line + "\n" for line in kept))
-
-
 def train(cfg: RunConfig, out_dir: str | Path, *, resume: bool = False) -> dict[str, Any]:
     """Train one run into ``out_dir``; return the content of ``result.json``. Joins a torchrun job if present.
     Rank 0 holds the run folder's lock throughout (:mod:`retinanet.rundir.lock`: a second job there is refused)."""
@@ -152,7 +132,7 @@ def _train(cfg: RunConfig, out: Path, resume: bool, info: distributed.DistInfo, 
     plan = plan_batch(cfg.solver, info.world_size)
     ident = identity.identity(cfg) if info.is_main else {}
     if info.is_main:
-        _prepare(out, cfg, ident, resume)
+        prepare(out, cfg, ident, resume)
     distributed.barrier()
     previous = record.read(out)
     if previous and previous.get("result"):  # only a reused run's record holds a result at this point
@@ -233,7 +213,7 @@ class Trainer:
                 device, world_size=info.world_size, batch=self.plan.to_dict(), precision=cfg.precision,
                 channels_last=cfg.channels_last, threads=torch.get_num_threads(), resumed_from=self.start_iter,
                 data=report))
-            _truncate_log(out / LOG, self.start_iter)
+            truncate_log(out / LOG, self.start_iter)
             self.attempt = attempts.Attempt(out, self.start_iter, info.world_size, started=self.t_start)
             at, why = preemption.deadline()
             print(f"train: stop time: {time.ctime(at) if at else 'none'} ({why})", file=sys.stderr, flush=True)
@@ -388,48 +368,6 @@ class LogWindow:
                 "s_per_iter": s_per_iter, "images_per_s": batch / s_per_iter}
         self.sums, self.started = [], now
         return line
-
-
-def _recovered_result(out: Path) -> dict[str, Any] | None:
-    """The result of a run completed before ``run.json`` existed whose ``result.json`` Snakemake deleted before
-    rerunning the job: the iteration from ``model_final.pt``, the batch plan from ``provenance.json``, the wall time
-    from ``log.jsonl`` (logged seconds per iteration: training only). None if a file is missing or incomplete."""
-    try:
-        final = checkpoint.load(out / FINAL)
-        prov = json.loads((out / PROVENANCE).read_text())
-        wall, done = 0.0, 0
-        for line in (out / LOG).read_text().splitlines():
-            entry = json.loads(line)
-            wall, done = wall + entry["s_per_iter"] * (entry["iteration"] - done), entry["iteration"]
-        cfg = final["config"]
-        if done != final["iteration"]:
-            return None
-        return {"status": "completed", "iteration": done, "wall_s": wall, "batch": prov["batch"],
-                "precision": cfg["precision"], "channels_last": cfg["channels_last"],
-                "recovered": "from model_final.pt, provenance.json and log.jsonl (wall_s: logged training time)"}
-    except (checkpoint.CheckpointError, OSError, ValueError, KeyError, TypeError):
-        return None
-
-
-def _prepare(out: Path, cfg: RunConfig, ident: dict, resume: bool) -> record.Decision:
-    """Rank 0, before any rank reads the folder: reuse, resume or start the run in ``out`` (``--resume no``:
-    always from scratch). A reused run gets its ``result.json`` back (Snakemake deletes it before rerunning a job)
-    and today's config (operational fields such as the data root, which evaluation reads from the folder)."""
-    out.mkdir(parents=True, exist_ok=True)
-    if resume:
-        decision = record.decide(out, ident, final=FINAL, checkpoint=LAST, config=CONFIG, result=RESULT,
-                                 keep=(lock.LOCK,), recover=_recovered_result)
-    else:
-        decision = record.Decision("fresh", f"training {out} from scratch (--resume no)")
-    print(f"train: {decision.message}", file=sys.stderr, flush=True)
-    if decision.action == "fresh":  # a restart of the same run keeps its attempts: their time was spent on it
-        for name in (RESULT, FINAL, LAST, LOG) + (() if resume else (attempts.FILE,)):
-            (out / name).unlink(missing_ok=True)
-    if decision.action == "reuse":
-        atomic.write_text(out / CONFIG, yaml.safe_dump(to_dict(cfg), sort_keys=False))
-        atomic.write_json(out / RESULT, decision.result)
-    record.write(out, ident, decision.result)
-    return decision
 
 
 def to_device(images: torch.Tensor, targets: list[dict[str, torch.Tensor]], device: torch.device, *,
