@@ -59,6 +59,32 @@ def load_coco_json(path: str | Path, *, require_annotations: bool = True) -> COC
     """
     path = Path(path)
     source = str(path)
+    data = _read_json(path)
+    for key in ("images", "categories") + (("annotations",) if require_annotations else ()):
+        if not isinstance(data.get(key), list):
+            raise DataError(f"{source}: {key}: missing field or not a list")
+    _check_info(source, data.get("info"))
+    data.setdefault("annotations", [])
+    if not isinstance(data["annotations"], list):
+        raise DataError(f"{source}: annotations: not a list")
+    image_ids = _check_images(source, data["images"])
+    category_ids: set[int] = set()
+    for i, cat in enumerate(data["categories"]):
+        category_ids.add(_field(source, f"categories[{i}]", cat, "id", (int,)))
+    if not category_ids:
+        raise DataError(f"{source}: categories: empty")
+    for i, ann in enumerate(data["annotations"]):
+        _check_annotation(source, i, ann, image_ids, category_ids)
+    coco = COCO()
+    coco.dataset = data
+    with contextlib.redirect_stdout(io.StringIO()):  # pycocotools prints progress
+        coco.createIndex()
+    return coco
+
+
+def _read_json(path: Path) -> dict:
+    """The file's JSON object (UTF-8)."""
+    source = str(path)
     try:
         text = path.read_text(encoding="utf-8")
     except OSError as exc:
@@ -71,15 +97,13 @@ def load_coco_json(path: str | Path, *, require_annotations: bool = True) -> COC
         raise DataError(f"{source}: malformed JSON at line {exc.lineno} column {exc.colno}: {exc.msg}") from None
     if not isinstance(data, dict):
         raise DataError(f"{source}: top level: expected an object with images/annotations/categories")
-    for key in ("images", "categories") + (("annotations",) if require_annotations else ()):
-        if not isinstance(data.get(key), list):
-            raise DataError(f"{source}: {key}: missing field or not a list")
-    _check_info(source, data.get("info"))
-    data.setdefault("annotations", [])
-    if not isinstance(data["annotations"], list):
-        raise DataError(f"{source}: annotations: not a list")
+    return data
+
+
+def _check_images(source: str, images: list) -> set[int]:
+    """The image ids, each checked unique, with a file name and a positive size."""
     image_ids: set[int] = set()
-    for i, img in enumerate(data["images"]):
+    for i, img in enumerate(images):
         image_id = _field(source, f"images[{i}]", img, "id", (int,))
         if image_id in image_ids:
             raise DataError(f"{source}: images[{i}].id: duplicate image id {image_id}")
@@ -88,32 +112,27 @@ def load_coco_json(path: str | Path, *, require_annotations: bool = True) -> COC
         for key in ("height", "width"):
             if _field(source, f"images[{i}]", img, key, (int,)) <= 0:
                 raise DataError(f"{source}: images[{i}].{key}: must be positive, got {img[key]}")
-    category_ids: set[int] = set()
-    for i, cat in enumerate(data["categories"]):
-        category_ids.add(_field(source, f"categories[{i}]", cat, "id", (int,)))
-    if not category_ids:
-        raise DataError(f"{source}: categories: empty")
-    known = ", ".join(str(c) for c in sorted(category_ids))
-    for i, ann in enumerate(data["annotations"]):
-        where = f"annotations[{i}]"
-        image_id = _field(source, where, ann, "image_id", (int,))
-        if image_id not in image_ids:
-            raise DataError(f"{source}: {where}.image_id: {image_id} is not in images")
-        category_id = _field(source, where, ann, "category_id", (int,))
-        if category_id not in category_ids:
-            raise DataError(f"{source}: {where}.category_id: {category_id} is not in categories (known: {known})")
-        bbox = _field(source, where, ann, "bbox", (list,))
-        if len(bbox) != 4 or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in bbox):
-            raise DataError(f"{source}: {where}.bbox: expected 4 numbers [x, y, w, h], got {bbox!r}")
-        if not all(math.isfinite(v) for v in bbox):
-            raise DataError(f"{source}: {where}.bbox: non-finite value in {bbox!r}")
-        if "iscrowd" in ann and ann["iscrowd"] not in (0, 1):
-            raise DataError(f"{source}: {where}.iscrowd: expected 0 or 1, got {ann['iscrowd']!r}")
-        ann.setdefault("id", i + 1)
-        ann.setdefault("iscrowd", 0)
-        ann.setdefault("area", float(bbox[2] * bbox[3]))
-    coco = COCO()
-    coco.dataset = data
-    with contextlib.redirect_stdout(io.StringIO()):  # pycocotools prints progress
-        coco.createIndex()
-    return coco
+    return image_ids
+
+
+def _check_annotation(source: str, i: int, ann: Any, image_ids: set[int], category_ids: set[int]) -> None:
+    """Check annotation ``i`` (a known image and category, a finite [x, y, w, h], iscrowd 0 or 1) and fill in the
+    fields pycocotools needs (``id``, ``iscrowd``, ``area``) where they are missing."""
+    where = f"annotations[{i}]"
+    image_id = _field(source, where, ann, "image_id", (int,))
+    if image_id not in image_ids:
+        raise DataError(f"{source}: {where}.image_id: {image_id} is not in images")
+    category_id = _field(source, where, ann, "category_id", (int,))
+    if category_id not in category_ids:
+        known = ", ".join(str(c) for c in sorted(category_ids))
+        raise DataError(f"{source}: {where}.category_id: {category_id} is not in categories (known: {known})")
+    bbox = _field(source, where, ann, "bbox", (list,))
+    if len(bbox) != 4 or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in bbox):
+        raise DataError(f"{source}: {where}.bbox: expected 4 numbers [x, y, w, h], got {bbox!r}")
+    if not all(math.isfinite(v) for v in bbox):
+        raise DataError(f"{source}: {where}.bbox: non-finite value in {bbox!r}")
+    if "iscrowd" in ann and ann["iscrowd"] not in (0, 1):
+        raise DataError(f"{source}: {where}.iscrowd: expected 0 or 1, got {ann['iscrowd']!r}")
+    ann.setdefault("id", i + 1)
+    ann.setdefault("iscrowd", 0)
+    ann.setdefault("area", float(bbox[2] * bbox[3]))

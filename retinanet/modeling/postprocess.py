@@ -40,6 +40,26 @@ def postprocess(
     """
     n, _, k = logits.shape
     device = logits.device
+    scores_t, anchor_t, labels_t, keep_t = _top_per_level(logits, level_sizes, cfg)
+    img_t = torch.arange(n, device=device).unsqueeze(1).expand_as(anchor_t)
+    scores_t, anchor_t, labels_t, img_t = scores_t[keep_t], anchor_t[keep_t], labels_t[keep_t], img_t[keep_t]
+
+    sizes = torch.tensor(image_sizes, dtype=torch.float32, device=device).reshape(n, 2)
+    boxes = box_ops.decode(deltas[img_t, anchor_t].float(), anchors[anchor_t])
+    boxes = box_ops.clip(boxes, sizes[img_t, 0], sizes[img_t, 1])
+
+    kept, counts = _nms_per_image(boxes, scores_t, labels_t, img_t, n, k, cfg)
+    return [
+        {"boxes": b, "scores": s, "labels": lab}
+        for b, s, lab in zip(boxes[kept].split(counts), scores_t[kept].split(counts), labels_t[kept].split(counts),
+                             strict=True)
+    ]
+
+
+def _top_per_level(logits: Tensor, level_sizes: list[int], cfg: TestConfig) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """The top ``topk_per_level`` (anchor, class) pairs of each level by score, levels concatenated: scores, anchor
+    index and class ``[N, T]``, and whether each is above its level's score threshold (P7's may differ)."""
+    k = logits.shape[2]
     scores, anchor_idx, labels, keep = [], [], [], []
     start = 0
     for level, size in enumerate(level_sizes):
@@ -52,25 +72,19 @@ def postprocess(
         labels.append(top_i % k)
         keep.append(top_s > thresh)
         start += size
-    scores_t, anchor_t, labels_t, keep_t = (torch.cat(x, dim=1) for x in (scores, anchor_idx, labels, keep))
-    img_t = torch.arange(n, device=device).unsqueeze(1).expand_as(anchor_t)
-    scores_t, anchor_t, labels_t, img_t = scores_t[keep_t], anchor_t[keep_t], labels_t[keep_t], img_t[keep_t]
+    return tuple(torch.cat(x, dim=1) for x in (scores, anchor_idx, labels, keep))
 
-    sizes = torch.tensor(image_sizes, dtype=torch.float32, device=device).reshape(n, 2)
-    boxes = box_ops.decode(deltas[img_t, anchor_t].float(), anchors[anchor_t])
-    boxes = box_ops.clip(boxes, sizes[img_t, 0], sizes[img_t, 1])
 
-    kept = batched_nms(boxes, scores_t, img_t * k + labels_t, cfg.nms_thresh)  # sorted by decreasing score
-    order = torch.argsort(img_t[kept], stable=True)  # group by image, keep score order inside each image
+def _nms_per_image(boxes: Tensor, scores: Tensor, labels: Tensor, img: Tensor, n: int, k: int,
+                   cfg: TestConfig) -> tuple[Tensor, list[int]]:
+    """Per-class NMS of every image at once, then each image's ``detections_per_image`` best: the kept indices,
+    grouped by image in decreasing score, and how many each of the N images keeps."""
+    kept = batched_nms(boxes, scores, img * k + labels, cfg.nms_thresh)  # sorted by decreasing score
+    order = torch.argsort(img[kept], stable=True)  # group by image, keep score order inside each image
     kept = kept[order]
-    kept_img = img_t[kept]
+    kept_img = img[kept]
     counts = torch.bincount(kept_img, minlength=n)
     first = torch.cumsum(counts, 0) - counts
-    rank = torch.arange(kept.numel(), device=device) - first[kept_img]
+    rank = torch.arange(kept.numel(), device=boxes.device) - first[kept_img]
     kept = kept[rank < cfg.detections_per_image]
-    counts = counts.clamp(max=cfg.detections_per_image).tolist()
-    return [
-        {"boxes": b, "scores": s, "labels": lab}
-        for b, s, lab in zip(boxes[kept].split(counts), scores_t[kept].split(counts), labels_t[kept].split(counts),
-                             strict=True)
-    ]
+    return kept, counts.clamp(max=cfg.detections_per_image).tolist()

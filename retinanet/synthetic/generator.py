@@ -133,13 +133,7 @@ def generate(
         file_name = f"{image_id:06d}.png"
         _write_png(image_dir / file_name, array)
         images.append({"id": image_id, "file_name": file_name, "width": size, "height": size})
-        for obj in objects:
-            x0, y0, x1, y1 = (round(v, 2) for v in obj["bbox"])
-            w, h = round(x1 - x0, 2), round(y1 - y0, 2)
-            annotations.append({
-                "id": len(annotations) + 1, "image_id": image_id, "category_id": obj["category_id"],
-                "bbox": [x0, y0, w, h], "area": round(w * h, 2), "iscrowd": 0,
-            })
+        annotations += _annotations(objects, image_id, first_id=len(annotations) + 1)
     coco = {
         "info": {
             "description": "Procedural shapes with distractors (retinanet.synthetic)",
@@ -158,6 +152,20 @@ def generate(
     path = out_dir / "annotations" / f"instances_{split}.json"
     write_text(path, json.dumps(coco, sort_keys=True, separators=(",", ":")) + "\n")
     return coco
+
+
+def _annotations(objects: list[dict], image_id: int, first_id: int) -> list[dict]:
+    """COCO annotations of one image's objects (:func:`render_image`'s), ids from ``first_id``: the box as
+    ``[x, y, w, h]`` and its area, rounded to 0.01 px."""
+    out = []
+    for obj in objects:
+        x0, y0, x1, y1 = (round(v, 2) for v in obj["bbox"])
+        w, h = round(x1 - x0, 2), round(y1 - y0, 2)
+        out.append({
+            "id": first_id + len(out), "image_id": image_id, "category_id": obj["category_id"],
+            "bbox": [x0, y0, w, h], "area": round(w * h, 2), "iscrowd": 0,
+        })
+    return out
 
 
 def make_dataset(

@@ -41,13 +41,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
+from torch import Tensor
 
 from retinanet import atomic
-from retinanet.config import ConfigError, RunConfig, from_dict, load, merge, to_dict
+from retinanet.config import ConfigError, DataConfig, RunConfig, from_dict, load, merge, to_dict
 from retinanet.data.dataset import CocoDetection, check_num_classes, resize_scale, resized_shape
 from retinanet.modeling.anchors import feature_shapes
-from retinanet.modeling.detector import build_model
+from retinanet.modeling.detector import RetinaNet, build_model
 from retinanet.modeling.matching import BACKGROUND, IGNORE
 
 
@@ -87,6 +89,20 @@ def _rates(foreground: list[int], anchors: list[int], num_classes: int) -> dict[
             "per_output": {"mean_over_images": mean / num_classes, "pooled": pooled / num_classes, "images": n}}
 
 
+def _match_image(model: RetinaNet, dataset: CocoDetection, index: int,
+                 data: DataConfig) -> tuple[Tensor, np.ndarray]:
+    """Image ``index`` resized as at test time and padded alone: each anchor's match ``[R]`` (GT index, BACKGROUND
+    or IGNORE) and the image's boxes ``[M, 4]`` in the original pixels."""
+    info = dataset.coco.imgs[dataset.image_ids[index]]
+    scale = resize_scale(info["height"], info["width"], data.min_size, data.max_size)
+    height, width = resized_shape(info["height"], info["width"], scale)
+    div = data.size_divisibility
+    anchors = model.anchors(feature_shapes(math.ceil(height / div) * div, math.ceil(width / div) * div))
+    boxes, labels = dataset.original_boxes(index)
+    target = {"boxes": torch.from_numpy(boxes).clone() * scale, "labels": torch.from_numpy(labels).clone()}
+    return model.criterion.match(anchors, [target]).matched[0], boxes
+
+
 @torch.no_grad()
 def anchor_statistics(cfg: RunConfig, *, num_images: int | None = None, train_split: bool = False,
                       annotations: str | Path | None = None) -> dict[str, Any]:
@@ -109,15 +125,8 @@ def anchor_statistics(cfg: RunConfig, *, num_images: int | None = None, train_sp
     fg_per_image: list[int] = []
     anchors_per_image: list[int] = []
     count = len(dataset) if num_images is None else min(num_images, len(dataset))
-    div = data.size_divisibility
     for index in range(count):
-        info = dataset.coco.imgs[dataset.image_ids[index]]
-        scale = resize_scale(info["height"], info["width"], data.min_size, data.max_size)
-        height, width = resized_shape(info["height"], info["width"], scale)
-        anchors = model.anchors(feature_shapes(math.ceil(height / div) * div, math.ceil(width / div) * div))
-        boxes, labels = dataset.original_boxes(index)
-        target = {"boxes": torch.from_numpy(boxes).clone() * scale, "labels": torch.from_numpy(labels).clone()}
-        matched = model.criterion.match(anchors, [target]).matched[0]
+        matched, boxes = _match_image(model, dataset, index, data)
         fg = matched >= 0
         fg_per_image.append(int(fg.sum()))
         anchors_per_image.append(matched.numel())
