@@ -19,7 +19,8 @@ from retinanet import atomic  # noqa: E402
 from workflow.regime import build_regime  # noqa: E402
 from workflow.scale import check_config, load_scale  # noqa: E402
 from workflow.schedule import build_schedule  # noqa: E402
-from workflow.study import ANALYTIC_FIGURES, FIGURES, TABLES, build_study, paths, weights_path  # noqa: E402
+from workflow.rows import ANALYTIC_FIGURES, FIGURES, TABLES  # noqa: E402
+from workflow.study import build_study, paths, weights_path  # noqa: E402
 
 
 configfile: os.path.join(workflow.basedir, "config", "config.yaml")

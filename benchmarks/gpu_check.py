@@ -39,7 +39,7 @@ from retinanet.config import BACKBONE_INPUT, RunConfig
 from retinanet.engine.precision import set_cudnn_benchmark, set_tf32
 from retinanet.modeling import losses
 from retinanet.tools import probe
-from retinanet.tools.plan import study_modules
+from retinanet.tools.plan import workflow_modules
 
 
 @dataclass(frozen=True)
@@ -156,10 +156,10 @@ def paper_config(toy: bool) -> RunConfig:
     """The paper study's default FL run (``config/paper.yaml``: Table 3's FL row, ResNet-50-FPN at 600 px), or at
     toy size its settings on a ResNet-18 with 32 channels, 1 head conv and 128-px images (torchvision style: the
     MSRA weights exist for ResNet-50 and -101 only)."""
-    study, scale = study_modules()
+    rows, scale, study = workflow_modules()
     from retinanet.tools.plan import ROOT
 
-    cfg = study.resolve(scale.load_scale({"scale": "paper"}, ROOT / "config"), study.DEFAULT_FL, seed=0)
+    cfg = study.resolve(scale.load_scale({"scale": "paper"}, ROOT / "config"), rows.DEFAULT_FL, seed=0)
     if not toy:
         return cfg
     style = BACKBONE_INPUT["torchvision"]

@@ -11,8 +11,8 @@ import pytest
 from retinanet.synthetic.generator import DatasetSpec, make_dataset
 from retinanet.tools.anchor_stats import anchor_statistics
 from workflow.regime import ARMS, build_regime, dataset_options, rate_tag, regime_paths
-from workflow.scale import load_scale
-from workflow.study import StudyError, build_study
+from workflow.scale import StudyError, load_scale
+from workflow.study import build_study
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -20,9 +20,9 @@ from analysis import report
 from analysis import schedule as analysis_schedule
 from analysis.errors import AnalysisInputError
 from analysis.fake_study import write_fake_study
-from workflow.scale import load_scale
+from workflow.scale import StudyError, load_scale
 from workflow.schedule import CONTRASTS, build_schedule, schedule_paths
-from workflow.study import StudyError, build_study
+from workflow.study import build_study
 
 ROOT = Path(__file__).resolve().parents[1]
 SETTINGS_MINI = {  # setting -> its study run (1x) at mini; Table 1d's FL is Table 3's FL run (deep_depth 50)

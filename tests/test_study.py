@@ -19,16 +19,9 @@ import yaml
 from retinanet.config import ConfigError, RunConfig, from_dict, merge, to_dict
 from retinanet.engine.train import parse_overrides
 from retinanet.rundir.identity import value
-from workflow.scale import load_scale, undeclared_overrides
-from workflow.study import (
-    RUNTIME_FIELDS,
-    StudyError,
-    build_study,
-    fmt,
-    resolve,
-    run_name,
-    runtime_options,
-)
+from workflow.rows import fmt
+from workflow.scale import StudyError, load_scale, undeclared_overrides
+from workflow.study import RUNTIME_FIELDS, build_study, resolve, run_name, runtime_options
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIG = ROOT / "config"

@@ -36,7 +36,9 @@ from retinanet.config import RunConfig, from_dict, to_dict
 from retinanet.rundir.identity import without
 from retinanet.rundir.snapshots import snapshot_iterations
 from retinanet.synthetic.scene import DatasetSpec
-from workflow.study import CE_BEST, DEFAULT_FL, RUNTIME_FIELDS, StudyError, paths, resolve, run_id
+from workflow.rows import CE_BEST, DEFAULT_FL
+from workflow.scale import StudyError
+from workflow.study import RUNTIME_FIELDS, paths, resolve, run_id
 
 
 @dataclass(frozen=True)

@@ -11,8 +11,12 @@ from pathlib import Path
 
 import yaml
 
-from retinanet.config import RunConfig, merge, read_yaml_mapping, to_dict
-from workflow.study import OPERATIONAL_FIELDS, StudyError
+from retinanet.config import ConfigError, RunConfig, merge, read_yaml_mapping, to_dict
+from retinanet.rundir.identity import OPERATIONAL_FIELDS
+
+
+class StudyError(ConfigError):
+    """The study configuration is inconsistent (one-line message naming the key)."""
 
 
 def undeclared_overrides(scale: dict) -> list[str]:

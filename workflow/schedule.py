@@ -1,7 +1,7 @@
 """This study's check (issue 18, item 4), not a paper table: are the headline verdicts stable against the schedule?
 
 The headline contrasts are C3 (FL beats the best alpha-CE), C6 (FL beats OHEM) and C7 (FL* about as good as FL).
-Their settings (:func:`settings`) are the study's own rows, taken from :func:`workflow.study.table_rows` by key:
+Their settings (:func:`settings`) are the study's own rows, taken from :func:`workflow.rows.table_rows` by key:
 Table 3's FL (gamma 2, alpha .25: DEFAULT_FL), alpha-CE (alpha .75: CE_BEST, Table 1a's best and Table 3's CE row)
 and FL* (gamma 2, beta 1); Table 1d's OHEM at the scale's first ``table1d_batch`` and ``table1d_ohem_nms``, and
 Table 1d's FL, which C6 is judged against (ResNet-``deep_depth`` at ``ablation_scale``; at ``mini``, where the deep
@@ -27,7 +27,9 @@ from dataclasses import dataclass
 
 from retinanet.config import ConfigError, RunConfig, merge, to_dict
 from retinanet.rundir.identity import without
-from workflow.study import RUNTIME_FIELDS, Row, Study, StudyError, fmt, paths, resolve, run_id, run_name, table_rows
+from workflow.rows import Row, fmt, table_rows
+from workflow.scale import StudyError
+from workflow.study import RUNTIME_FIELDS, Study, paths, resolve, run_id, run_name
 
 BASE = "1x"
 """The scale's own schedule: the study's runs."""
@@ -65,7 +67,7 @@ alpha .75; C6: OHEM at the first batch and NMS of the grid; C7: FL* gamma 2 beta
 
 
 def settings(grids: dict) -> tuple[Setting, ...]:
-    """The settings of :data:`CONTRASTS` as rows of the study's tables (keys as workflow.study.table_rows)."""
+    """The settings of :data:`CONTRASTS` as rows of the study's tables (keys as workflow.rows.table_rows)."""
     batch, nms = grids["table1d_batch"][0], grids["table1d_ohem_nms"][0]
     deep, abl = grids["deep_depth"], grids["ablation_scale"]
     return (

@@ -3,23 +3,18 @@
 Pure Python, no Snakemake. The Snakefile and the tests import it.
 
 Runs are described in the paper's own terms first: a *paper-unit* run config is :class:`retinanet.config.RunConfig`'s
-defaults (which are the paper's values) plus the few fields a table row changes (Table 1a's alpha = .75 row only
-sets ``loss.gamma = 0`` and ``loss.alpha = 0.75``). A scale then translates it (:func:`resolve`): the paper's
-backbone depth and image scale are mapped through the scale's tables (50 -> 18 at ``mini``), the schedule is
-scaled by the ratio to the paper's 90k iterations, and the scale's ``base`` overrides are applied. The run's name
-is readable and written in paper units (``r50-600-ce-a0.75-s0`` also at ``mini``, where that model is a
-ResNet-18 at 128 px); its identity is its resolved config (:func:`build_study` checks that names and configs are
-one-to-one, so a model shared by several tables is trained once).
-
-Table keys follow the study manifest format of the team contract (numbers as in the paper with Python float repr,
-integers without ``.0``): ``alpha=0.75``, ``gamma=2``, ``scales=3,ratios=3``, ``method=OHEM,batch=128,nms=0.7``,
-``depth=50,scale=600``, ``RetinaNet-101-800``, ``loss=FL*,gamma=2,beta=1``, ``init=zero``.
+defaults (which are the paper's values) plus the few fields a table row changes. A scale then translates it
+(:func:`resolve`): the paper's backbone depth and image scale are mapped through the scale's tables (50 -> 18 at
+``mini``), the schedule is scaled by the ratio to the paper's 90k iterations, and the scale's ``base`` overrides are
+applied. The run's name is readable and written in paper units (``r50-600-ce-a0.75-s0`` also at ``mini``, where that
+model is a ResNet-18 at 128 px); its identity is its resolved config (:func:`build_study` checks that names and
+configs are one-to-one, so a model shared by several tables is trained once). The rows themselves, with their manifest
+keys, are :mod:`workflow.rows`.
 """
 
 from __future__ import annotations
 
 import copy
-import dataclasses
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,6 +22,8 @@ from typing import Any
 
 from retinanet.config import BACKBONE_INPUT, ConfigError, RunConfig, from_dict, merge, to_dict
 from retinanet.rundir.identity import OPERATIONAL_FIELDS, value, without
+from workflow.rows import ANALYTIC_FIGURES, Row, figure_rows, fmt, table_rows
+from workflow.scale import StudyError
 
 PAPER_ITERATIONS = RunConfig().solver.iterations
 """The paper's 1x schedule (90k iterations); a run's schedule is expressed as a multiple of it."""
@@ -38,136 +35,6 @@ rule passes today's values with ``--set`` and the threads through OMP_NUM_THREAD
 ``model.pretrained`` stays in the file (it may be the keyword ``none``); its content is part of the run's identity.
 :data:`OPERATIONAL_FIELDS` are also the fields a scale may set without declaring a deviation from the paper."""
 
-TABLES = ("1a", "1b", "1c", "1d", "1e", "2", "3", "5.1")
-FIGURES = ("fig1", "fig2", "fig4", "fig5", "fig6", "fig7")
-ANALYTIC_FIGURES = ("fig1", "fig5", "fig6")
-"""Figures computed from the loss formulas alone (no trained model)."""
-
-RATIOS = {1: [1.0], 3: [0.5, 1.0, 2.0]}
-"""Table 1c's '#ar' column: 1 -> the square anchor only; 3 -> {1:2, 1:1, 2:1}."""
-
-
-class StudyError(ConfigError):
-    """The study configuration is inconsistent (one-line message naming the key)."""
-
-
-def fmt(x: float | int) -> str:
-    """A number as the manifest keys and run names write it: ``2.0 -> '2'``, ``0.75 -> '0.75'``, ``1.5 -> '1.5'``."""
-    x = float(x)
-    return str(int(x)) if x.is_integer() else repr(x)
-
-
-# --------------------------------------------------------------------------------------------------------------
-# The study in paper units: table/figure -> rows -> run overrides of RunConfig's paper defaults.
-# --------------------------------------------------------------------------------------------------------------
-
-def focal(gamma: float, alpha: float | None) -> dict:
-    """eq. 5 (gamma = 0: alpha-balanced CE, eq. 3)."""
-    return {"loss": {"cls": "focal", "gamma": float(gamma), "alpha": alpha}}
-
-
-def focal_star(gamma: float, beta: float, alpha: float = 0.25) -> dict:
-    """FL* (appendix A, eq. 7-8); the paper used alpha = .25 in all FL* experiments (Fig. 7 caption text)."""
-    return {"loss": {"cls": "focal_star", "gamma": float(gamma), "beta": float(beta), "alpha": alpha}}
-
-
-def ohem(batch: int, nms: float, pos_fraction: float | None) -> dict:
-    """Table 1d's OHEM baseline: plain CE (gamma 0, no alpha) on a mined minibatch of ``batch`` anchors per image
-    after NMS at ``nms``; ``pos_fraction`` 0.25 is 'OHEM 1:3'."""
-    loss = {"cls": "focal", "gamma": 0.0, "alpha": None, "sampling": "ohem", "ohem_batch": batch,
-            "ohem_nms": float(nms), "ohem_pos_fraction": pos_fraction}
-    return {"loss": loss}
-
-
-def backbone(depth: int, scale: int) -> dict:
-    """ResNet-``depth``-FPN at a ``scale``-pixel shorter side (paper units; the scale maps both)."""
-    return {"model": {"depth": depth}, "data": {"min_size": scale}}
-
-
-def anchors(num_scales: int, num_ratios: int) -> dict:
-    """Table 1c: ``num_scales`` octave scales 2^(k/num_scales) and 1 or 3 aspect ratios."""
-    if num_ratios not in RATIOS:
-        raise StudyError(f"grids.table1c: {num_ratios} aspect ratios is not one of {sorted(RATIOS)}")
-    return {"anchors": {"num_scales": num_scales, "aspect_ratios": RATIOS[num_ratios]}}
-
-
-def _overrides(*parts: dict) -> dict:
-    out: dict = {}
-    for part in parts:
-        out = merge(out, part)
-    return out
-
-
-DEFAULT_FL = focal(2, 0.25)
-"""The paper's default loss: gamma 2, alpha .25 (section 5.1, 'Focal Loss')."""
-CE_BEST = focal(0, 0.75)
-"""Table 1a's best alpha-balanced CE (31.1 AP), which is Table 3's CE row."""
-PAPER_SOLVER = {"solver": {"paper_solver": True}}
-"""Row override: keep the paper's learning strategy (:data:`PAPER_SOLVER_FIELDS`) whatever the scale's base sets."""
-CE_STANDARD = focal(0, 0.5)
-"""Section 5.1's 'standard CE': alpha = .5 is unweighted CE up to a constant factor; with the prior init it is the
-30.2 AP of both section 5.1 and Table 1a's alpha = .5 row, so those share one model (unless a scale changes the
-learning strategy, which section 5.1's rows keep: ``PAPER_SOLVER``)."""
-
-
-@dataclass(frozen=True)
-class Row:
-    """One row of a table (or one point of a figure): its manifest key, its run (paper-unit overrides of
-    RunConfig) and extra fields copied into the manifest (e.g. ``{"alpha": 0.25}``)."""
-
-    key: str
-    overrides: dict
-    fields: dict = dataclasses.field(default_factory=dict)
-
-
-def table_rows(grids: dict) -> dict[str, list[Row] | list[tuple[str, list[Row]]]]:
-    """Every table's rows, from the scale's ``grids`` (paper units).
-
-    Table 1b is a list of ``(key, candidates)``: one candidate run per alpha of the grid; the analysis picks the
-    best alpha per gamma, as the paper did.
-    """
-    t: dict[str, Any] = {}
-    t["1a"] = [Row(f"alpha={fmt(a)}", focal(0, a), {"alpha": a}) for a in grids["table1a_alpha"]]
-    t["1b"] = [(f"gamma={fmt(g)}", [Row(f"gamma={fmt(g)},alpha={fmt(a)}", focal(g, a), {"gamma": g, "alpha": a})
-                                    for a in grids["table1b_alpha"]]) for g in grids["table1b_gamma"]]
-    t["1c"] = [Row(f"scales={s},ratios={r}", anchors(s, r), {"scales": s, "ratios": r})
-               for s, r in grids["table1c"]]
-    deep = grids["deep_depth"]
-    abl = grids["ablation_scale"]
-    t["1d"] = [Row(f"method=OHEM,batch={b},nms={fmt(n)}", _overrides(backbone(deep, abl), ohem(b, n, None)),
-                   {"method": "OHEM", "batch": b, "nms": n})
-               for n in grids["table1d_ohem_nms"] for b in grids["table1d_batch"]]
-    t["1d"] += [Row(f"method=OHEM 1:3,batch={b},nms={fmt(n)}", _overrides(backbone(deep, abl), ohem(b, n, 0.25)),
-                    {"method": "OHEM 1:3", "batch": b, "nms": n})
-                for n in grids["table1d_ohem13_nms"] for b in grids["table1d_batch"]]
-    t["1d"].append(Row("method=FL", _overrides(backbone(deep, abl), DEFAULT_FL), {"method": "FL"}))
-    t["1e"] = [Row(f"depth={d},scale={s}", _overrides(backbone(d, s), DEFAULT_FL), {"depth": d, "scale": s})
-               for d in grids["table1e_depth"] for s in grids["table1e_scale"]]
-    big = max(grids["table1e_scale"])
-    t["2"] = [Row(f"RetinaNet-{deep}-{big}", _overrides(backbone(deep, big), DEFAULT_FL,
-                                                         {"data": {"train_min_sizes": "jitter"}},
-                                                         {"solver": {"schedule": grids["long_schedule"]}}),
-                  {"depth": deep, "scale": big, "jitter": True, "schedule": grids["long_schedule"]})]
-    t["3"] = [Row("loss=CE", CE_BEST, {"loss": "CE"}),
-              Row("loss=FL,gamma=2", DEFAULT_FL, {"loss": "FL", "gamma": 2})]
-    t["3"] += [Row(f"loss=FL*,gamma={fmt(g)},beta={fmt(b)}", focal_star(g, b), {"loss": "FL*", "gamma": g, "beta": b})
-               for g, b in ((2, 1), (4, 0))]
-    # Section 5.1 trains CE "without any modifications to the initialization or learning strategy": both rows keep
-    # the paper's lr and no gradient clipping, whatever a scale's base sets (PAPER_SOLVER_FIELDS).
-    t["5.1"] = [Row("init=zero", _overrides(CE_STANDARD, {"model": {"cls_bias_init": "zero"}}, PAPER_SOLVER),
-                    {"init": "zero"}),
-                Row("init=prior", _overrides(CE_STANDARD, PAPER_SOLVER), {"init": "prior"})]
-    return t
-
-
-def figure_rows(grids: dict) -> dict[str, Any]:
-    """Figures that need trained models: Fig. 4 (one model) and Fig. 7 (the FL* gamma x beta grid)."""
-    fig4 = Row("fig4", _overrides(backbone(grids["deep_depth"], grids["ablation_scale"]), DEFAULT_FL))
-    fig7 = [Row(f"gamma={fmt(g)},beta={fmt(b)}", focal_star(g, b), {"gamma": g, "beta": b})
-            for g in grids["fig7_gamma"] for b in grids["fig7_beta"]]
-    return {"fig4": fig4, "fig7": fig7}
-
-
 # --------------------------------------------------------------------------------------------------------------
 # Scale translation: paper-unit overrides -> the scale's RunConfig.
 # --------------------------------------------------------------------------------------------------------------
@@ -178,9 +45,19 @@ the scale's ``base`` sets (section 5.1 trains CE 'without any modifications to t
 strategy'; a scale's larger lr or gradient clipping would be such modifications)."""
 
 
-def _split(overrides: dict) -> tuple[dict, float, bool, bool]:
-    """Row overrides -> (validated paper-unit config dict, schedule multiple of 90k, scale jitter on/off, paper
-    solver on/off).
+@dataclass(frozen=True)
+class PaperRun:
+    """A row's overrides parsed once: the validated paper-unit config (a plain dict, never modified), the schedule
+    as a multiple of the paper's 90k iterations, the scale jitter on/off and the paper solver on/off."""
+
+    config: dict
+    schedule: float
+    jitter: bool
+    paper_solver: bool
+
+
+def parse_row(overrides: dict) -> PaperRun:
+    """Row overrides -> :class:`PaperRun` (ConfigError naming the key for an invalid field).
 
     Three row fields are not RunConfig fields: ``solver.schedule`` (a multiple of the paper's 1x schedule),
     ``data.train_min_sizes: jitter`` (the scale's jitter list) and ``solver.paper_solver`` (keep
@@ -189,15 +66,14 @@ def _split(overrides: dict) -> tuple[dict, float, bool, bool]:
     schedule = float(row.get("solver", {}).pop("schedule", 1.0))
     paper_solver = bool(row.get("solver", {}).pop("paper_solver", False))
     jitter = row.get("data", {}).pop("train_min_sizes", None) == "jitter"
-    return to_dict(from_dict(row)), schedule, jitter, paper_solver
+    return PaperRun(to_dict(from_dict(row)), schedule, jitter, paper_solver)
 
 
-def _keeps_paper_solver(scale: dict, overrides: dict) -> bool:
+def _keeps_paper_solver(scale: dict, run: PaperRun) -> bool:
     """Whether the row asks for the paper's learning strategy and the scale's ``base`` changes it (only then does
     the run differ from the same row without the flag, and get its own name)."""
-    paper, _, _, paper_solver = _split(overrides)
     solver = (scale.get("base") or {}).get("solver") or {}
-    return paper_solver and any(f in solver and solver[f] != paper["solver"][f] for f in PAPER_SOLVER_FIELDS)
+    return run.paper_solver and any(f in solver and solver[f] != run.config["solver"][f] for f in PAPER_SOLVER_FIELDS)
 
 
 def _lookup(table: list[dict], value: Any, where: str) -> dict:
@@ -207,7 +83,7 @@ def _lookup(table: list[dict], value: Any, where: str) -> dict:
     raise StudyError(f"{where}: no entry for paper value {value!r} (have {[e['paper'] for e in table]})")
 
 
-def resolve(scale: dict, overrides: dict, seed: int, pretraining: int = 0) -> RunConfig:
+def resolve(scale: dict, overrides: dict | PaperRun, seed: int, pretraining: int = 0) -> RunConfig:
     """The scale's run config for one row's paper-unit ``overrides``, ``seed`` and pretraining replica (the
     ``pretraining``-th pretrained backbone of its depth, :func:`weights_path`).
 
@@ -215,11 +91,13 @@ def resolve(scale: dict, overrides: dict, seed: int, pretraining: int = 0) -> Ru
     :data:`PAPER_SOLVER_FIELDS` for a row with ``solver.paper_solver``) <- mapped fields (depth, image scale and max
     size, scale jitter, OHEM batch, iterations = base iterations x schedule multiple, pretrained weights per depth;
     with ``weights.source: msra``, the caffe2 backbone style and its input, :data:`retinanet.config.BACKBONE_INPUT`).
-    Raises StudyError/ConfigError naming the key for anything invalid.
+    Raises StudyError/ConfigError naming the key for anything invalid. ``overrides`` may be parsed already
+    (:func:`parse_row`).
     """
-    paper, schedule, jitter, paper_solver = _split(overrides)
+    run = overrides if isinstance(overrides, PaperRun) else parse_row(overrides)
+    paper = copy.deepcopy(run.config)  # merge shares the sections the base leaves alone, and they are written below
     cfg = merge(paper, scale.get("base") or {})
-    if paper_solver:
+    if run.paper_solver:
         for field in PAPER_SOLVER_FIELDS:
             cfg["solver"][field] = paper["solver"][field]
     maps = scale["maps"]
@@ -227,12 +105,12 @@ def resolve(scale: dict, overrides: dict, seed: int, pretraining: int = 0) -> Ru
     cfg["model"]["depth"] = depth["ours"]
     image = _lookup(maps["image_scale"], paper["data"]["min_size"], "maps.image_scale")
     cfg["data"]["min_size"], cfg["data"]["max_size"] = image["min_size"], image["max_size"]
-    cfg["data"]["train_min_sizes"] = list(maps["jitter"]) if jitter else None
+    cfg["data"]["train_min_sizes"] = list(maps["jitter"]) if run.jitter else None
     if paper["loss"]["sampling"] == "ohem":
         cfg["loss"]["ohem_batch"] = _lookup(maps["ohem_batch"], paper["loss"]["ohem_batch"],
                                             "maps.ohem_batch")["ours"]
     base_iters = cfg["solver"]["iterations"]
-    cfg["solver"]["iterations"] = max(1, round(base_iters * schedule))
+    cfg["solver"]["iterations"] = max(1, round(base_iters * run.schedule))
     weights = scale["weights"]
     if weights["source"] in WEIGHTS_NAMES:
         cfg["model"]["pretrained"] = weights_path(scale, depth["ours"], pretraining)
@@ -268,21 +146,24 @@ PRETRAINING_SUFFIX = "-p{k}"
 :func:`run_id`); replica 0 has no suffix, so a study without replicas names everything as before."""
 
 
-def paper_units(overrides: dict) -> dict:
+def paper_units(overrides: dict | PaperRun) -> dict:
     """The row's run config in paper units (no scale applied), as plain dicts, plus the schedule multiple and the
     jitter flag under ``solver.schedule`` / ``data.jitter``: what the run's name is made of."""
-    paper, schedule, jitter, _ = _split(overrides)
-    paper["solver"]["schedule"] = schedule
-    paper["data"]["jitter"] = jitter
+    run = overrides if isinstance(overrides, PaperRun) else parse_row(overrides)
+    paper = copy.deepcopy(run.config)
+    paper["solver"]["schedule"] = run.schedule
+    paper["data"]["jitter"] = run.jitter
     return paper
 
 
-def run_name(overrides: dict, scale: dict | None = None) -> str:
+def run_name(overrides: dict | PaperRun, scale: dict | None = None) -> str:
     """Readable name in paper units, e.g. ``r50-600-fl-g2-a0.25``, ``r101-600-ohem13-b128-n0.5``,
     ``r50-600-fls-g2-b1-a0.25``, ``r50-600-fl-g2-a0.25-sc1-ar1``, ``r50-600-ce-a0.5-zinit``,
     ``r101-800-fl-g2-a0.25-jit-1.5x``, and ``r50-600-ce-a0.5-papersgd`` where the row keeps the paper's learning
-    strategy against the ``scale``'s changes to it. The seed suffix (``-s0``) is added by :func:`run_id`."""
-    p = paper_units(overrides)
+    strategy against the ``scale``'s changes to it. The seed suffix (``-s0``) is added by :func:`run_id`.
+    ``overrides`` may be parsed already (:func:`parse_row`)."""
+    run = overrides if isinstance(overrides, PaperRun) else parse_row(overrides)
+    p = paper_units(run)
     loss = p["loss"]
     alpha = f"-a{fmt(loss['alpha'])}" if loss["alpha"] is not None else ""
     if loss["sampling"] == "ohem":
@@ -309,7 +190,7 @@ def run_name(overrides: dict, scale: dict | None = None) -> str:
         parts.append("jit")
     if p["solver"]["schedule"] != 1.0:
         parts.append(f"{fmt(p['solver']['schedule'])}x")
-    if scale is not None and _keeps_paper_solver(scale, overrides):
+    if scale is not None and _keeps_paper_solver(scale, run):
         parts.append("papersgd")
     return "-".join(parts)
 
@@ -402,90 +283,122 @@ def entry_run_ids(entry: dict) -> list[str]:
     return list(entry["runs"].values()) if "runs" in entry else [run_id(entry["run"], int(s)) for s in entry["seeds"]]
 
 
-def build_study(scale: dict) -> Study:
-    """Expand a scale config into its runs and manifest. Raises StudyError if two rows give one run name with
-    different configs, or two names the same config."""
-    grids = scale["grids"]
-    p = paths(scale)
-    from_dict(scale.get("base") or {}, source=f"config {scale['scale']}: base")  # a typo there names `base`
+class _Runs:
+    """The runs a study collects, row by row: run id -> resolved config, and where each was first asked for. Names
+    and configs must be one-to-one: :meth:`add` refuses one run id with two configs, :meth:`check_distinct` one
+    config under two run ids (StudyError naming the rows)."""
+
+    def __init__(self, scale: dict) -> None:
+        self.scale = scale
+        self.configs: dict[str, RunConfig] = {}
+        self.origin: dict[str, str] = {}
+
+    def add(self, row: Row, replicates: list[tuple[int, int]], where: str) -> tuple[str, dict[str, str]]:
+        """Resolve ``row`` for each ``(pretraining, seed)``: its run name and :func:`replicate_key` -> run id."""
+        try:
+            run = parse_row(row.overrides)  # once per row: the name and every replicate's config read it
+            name = run_name(run, self.scale)
+            configs = [(k, seed, resolve(self.scale, run, seed, k)) for k, seed in replicates]
+        except ConfigError as exc:
+            raise StudyError(f"{where}: {exc}") from None
+        rids = {}
+        for k, seed, cfg in configs:
+            rid = rids[replicate_key(seed, k)] = run_id(name, seed, k)
+            if rid in self.configs and self.configs[rid] != cfg:
+                raise StudyError(f"{where}: run {rid} is also {self.origin[rid]} with a different config")
+            self.configs.setdefault(rid, cfg)
+            self.origin.setdefault(rid, where)
+        return name, rids
+
+    def check_distinct(self) -> None:
+        by_config: dict[str, str] = {}
+        for rid, cfg in self.configs.items():
+            blob = json.dumps(to_dict(cfg), sort_keys=True)
+            if blob in by_config:
+                raise StudyError(f"runs {by_config[blob]} and {rid} have the same config under two names")
+            by_config[blob] = rid
+
+
+def _check_pretrainings(scale: dict) -> None:
     pretrainings = scale["seeds"].get("pretrainings", [0])
     if len(set(pretrainings)) != len(pretrainings) or any(k < 0 for k in pretrainings):
         raise StudyError(f"seeds.pretrainings: {pretrainings} must be distinct replica numbers >= 0")
     if pretrainings != [0] and scale["weights"]["source"] != "pretrain":
         raise StudyError(f"seeds.pretrainings: {pretrainings} needs weights.source 'pretrain' (the DAG pretrains "
                          f"each replica); {scale['weights']['source']!r} has one set of weights per depth")
-    runs: dict[str, RunConfig] = {}
-    origin: dict[str, str] = {}
 
-    def add(row: Row, seed: int, where: str, pretraining: int = 0) -> str:
-        try:
-            name = run_name(row.overrides, scale)
-            cfg = resolve(scale, row.overrides, seed, pretraining)
-        except ConfigError as exc:
-            raise StudyError(f"{where}: {exc}") from None
-        rid = run_id(name, seed, pretraining)
-        if rid in runs and runs[rid] != cfg:
-            raise StudyError(f"{where}: run {rid} is also {origin[rid]} with a different config")
-        runs.setdefault(rid, cfg)
-        origin.setdefault(rid, where)
-        return name
 
-    def entry(table: str, row: Row) -> dict:
-        reps = replicates_for(scale, table, row.key)
-        name = ""
-        for k, seed in reps:
-            name = add(row, seed, f"table {table} row {row.key}", k)
-        rids = {replicate_key(s, k): run_id(name, s, k) for k, s in reps}
-        out = {"key": row.key, **row.fields, "run": name, "seeds": seeds_for(scale, table, row.key),
-               "metrics": {key: p["metrics"].format(rid=rid) for key, rid in rids.items()}}
-        if any(k for k, _ in reps):
-            out.update(pretrainings=sorted({k for k, _ in reps}), runs=rids)
-        return out
+def _entry(runs: _Runs, table: str, row: Row) -> dict:
+    """One manifest entry: a table row (or a Fig. 7 point) with its seeds and the metrics file of each replicate."""
+    scale, metrics = runs.scale, paths(runs.scale)["metrics"]
+    replicates = replicates_for(scale, table, row.key)
+    name, rids = runs.add(row, replicates, f"table {table} row {row.key}")
+    out = {"key": row.key, **row.fields, "run": name, "seeds": seeds_for(scale, table, row.key),
+           "metrics": {key: metrics.format(rid=rid) for key, rid in rids.items()}}
+    if any(k for k, _ in replicates):
+        out.update(pretrainings=sorted({k for k, _ in replicates}), runs=rids)
+    return out
 
+
+def _tables(runs: _Runs) -> tuple[dict[str, list], list[str]]:
+    """Every table's manifest entries (Table 1b: per gamma, its candidates), and the run ids Table 1e times."""
+    timing = paths(runs.scale)["timing"]
     tables: dict[str, list] = {}
     timed: list[str] = []
-    for table, rows in table_rows(grids).items():
+    for table, rows in table_rows(runs.scale["grids"]).items():
         if table == "1b":
-            tables[table] = [{"key": key, "candidates": [entry(table, c) for c in cands]} for key, cands in rows]
+            tables[table] = [{"key": key, "candidates": [_entry(runs, table, c) for c in cands]} for key, cands in rows]
             continue
-        tables[table] = [entry(table, row) for row in rows]
+        tables[table] = [_entry(runs, table, row) for row in rows]
         if table == "1e":
             for e in tables[table]:
                 rids = dict(zip(e["metrics"], entry_run_ids(e)))
-                e["timing"] = {key: p["timing"].format(rid=rid) for key, rid in rids.items()}
+                e["timing"] = {key: timing.format(rid=rid) for key, rid in rids.items()}
                 timed += list(rids.values())
+    return tables, timed
 
-    figs = figure_rows(grids)
-    fig4_seed = scale["seeds"]["headline"][0]
-    fig4_name = add(figs["fig4"], fig4_seed, "figure 4")
-    fig4_rid = run_id(fig4_name, fig4_seed)
+
+def _figures(runs: _Runs) -> tuple[dict, str]:
+    """The figures' manifest entries, and the run id that Fig. 4 samples (the first headline seed's default run)."""
+    p = paths(runs.scale)
+    figs = figure_rows(runs.scale["grids"])
+    seed = runs.scale["seeds"]["headline"][0]
+    name, rids = runs.add(figs["fig4"], [(0, seed)], "figure 4")
+    rid = rids[replicate_key(seed)]
     figures = {
-        "fig4": {"run": fig4_name, "seed": fig4_seed, "samples": p["loss_samples"].format(rid=fig4_rid),
-                 "metrics": p["metrics"].format(rid=fig4_rid)},
-        "fig7": [entry("fig7", row) for row in figs["fig7"]],
+        "fig4": {"run": name, "seed": seed, "samples": p["loss_samples"].format(rid=rid),
+                 "metrics": p["metrics"].format(rid=rid)},
+        "fig7": [_entry(runs, "fig7", row) for row in figs["fig7"]],
         "fig2": {"table": "1e"},
     }
     for fig in ANALYTIC_FIGURES:
         figures[fig] = {"analytic": True}
+    return figures, rid
 
-    by_config: dict[str, str] = {}
-    for rid, cfg in runs.items():
-        blob = json.dumps(to_dict(cfg), sort_keys=True)
-        if blob in by_config:
-            raise StudyError(f"runs {by_config[blob]} and {rid} have the same config under two names")
-        by_config[blob] = rid
 
+def build_study(scale: dict) -> Study:
+    """Expand a scale config into its runs and manifest. Raises StudyError if two rows give one run name with
+    different configs, or two names the same config."""
+    from_dict(scale.get("base") or {}, source=f"config {scale['scale']}: base")  # a typo there names `base`
+    _check_pretrainings(scale)
+    runs = _Runs(scale)
+    tables, timed = _tables(runs)
+    figures, fig4_rid = _figures(runs)
+    runs.check_distinct()
+    p = paths(scale)
+    seeds = scale["seeds"]
     manifest = {
         "scale": scale["scale"],
-        "seeds": sorted({s for k in ("headline", "sweep") for s in scale["seeds"][k]}),
-        "seed_sets": {"headline": scale["seeds"]["headline"], "sweep": scale["seeds"]["sweep"],
-                      "pretrainings": scale["seeds"].get("pretrainings", [0])},
+        "seeds": sorted({s for k in ("headline", "sweep") for s in seeds[k]}),
+        "seed_sets": {"headline": seeds["headline"], "sweep": seeds["sweep"],
+                      "pretrainings": seeds.get("pretrainings", [0])},
         "deviations": scale.get("deviations", []),
         "hardware": scale.get("hardware"),
         "runs": {rid: {"dir": p["run_dir"].format(rid=rid), "config": p["run_config"].format(rid=rid),
                        "result": p["result"].format(rid=rid), "metrics": p["metrics"].format(rid=rid)}
-                 for rid in sorted(runs)},
+                 for rid in sorted(runs.configs)},
         "tables": tables,
         "figures": figures,
     }
-    return Study(scale=scale, runs=runs, timed=sorted(set(timed)), loss_samples=[fig4_rid], manifest=manifest)
+    return Study(scale=scale, runs=runs.configs, timed=sorted(set(timed)), loss_samples=[fig4_rid],
+                 manifest=manifest)

@@ -37,6 +37,7 @@ from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
+from typing import NamedTuple
 
 import torch
 
@@ -128,27 +129,35 @@ def lpt_makespan(durations: list[float], slots: int) -> float:
     return max(free)
 
 
-def study_modules() -> tuple[ModuleType, ModuleType]:
-    """``workflow.study`` and ``workflow.scale`` of this checkout (they are not part of the installed package)."""
+class WorkflowModules(NamedTuple):
+    """The checkout's workflow modules (they are not part of the installed package)."""
+
+    rows: ModuleType
+    scale: ModuleType
+    study: ModuleType
+
+
+def workflow_modules() -> WorkflowModules:
+    """``workflow.rows``, ``workflow.scale`` and ``workflow.study`` of this checkout."""
     if not (ROOT / "workflow" / "study.py").is_file():
         raise PlanError(f"plan: needs the repository checkout (no workflow/study.py in {ROOT})")
     if str(ROOT) not in sys.path:
         sys.path.insert(0, str(ROOT))
-    from workflow import scale, study
+    from workflow import rows, scale, study
 
-    return study, scale
+    return WorkflowModules(rows, scale, study)
 
 
 def target_names() -> list[str]:
     """Every target: the table ids, then the figures."""
-    study, _ = study_modules()
-    return list(study.TABLES) + list(study.FIGURES)
+    rows = workflow_modules().rows
+    return list(rows.TABLES) + list(rows.FIGURES)
 
 
 def target_runs(manifest: dict) -> dict[str, list[str]]:
     """Run ids (name + seed) each table and figure needs, from the study manifest; the analytic figures need none.
     Fig. 2 plots Table 1e's runs; Fig. 7 also reads Table 3 (its FL reference), as the workflow's figure rule does."""
-    study, _ = study_modules()
+    rows, _, study = workflow_modules()
 
     def ids(entries: list[dict]) -> list[str]:
         out = []
@@ -159,9 +168,9 @@ def target_runs(manifest: dict) -> dict[str, list[str]]:
 
     tables = manifest["tables"]
     figures = manifest["figures"]
-    out = {table: ids(tables[table]) for table in study.TABLES}
-    for fig in study.FIGURES:
-        if fig in study.ANALYTIC_FIGURES:
+    out = {table: ids(tables[table]) for table in rows.TABLES}
+    for fig in rows.FIGURES:
+        if fig in rows.ANALYTIC_FIGURES:
             out[fig] = []
         elif fig == "fig2":
             out[fig] = out[figures["fig2"]["table"]]
@@ -220,8 +229,7 @@ class Plan:
 def select(scale_cfg: dict, targets: list[str] | None = None) -> tuple[dict[str, RunConfig], dict[str, list[str]]]:
     """The study's run configs (run id -> RunConfig) and the run ids of each chosen target (default all, in the
     study's order); PlanError naming an unknown target."""
-    study, _ = study_modules()
-    built = study.build_study(scale_cfg)
+    built = workflow_modules().study.build_study(scale_cfg)
     runs = target_runs(built.manifest)
     chosen = list(dict.fromkeys(targets or runs))
     unknown = [t for t in chosen if t not in runs]
@@ -234,7 +242,7 @@ def make_plan(scale_cfg: dict, targets: list[str] | None = None, times: dict[int
               gpus: int = GPUS, gpus_per_run: int = GPUS) -> Plan:
     """The plan of ``targets`` (default all) of a loaded scale config, priced with ``times`` (default
     :data:`PUBLISHED`)."""
-    study, _ = study_modules()
+    rows, _, study = workflow_modules()
     if gpus < 1 or gpus_per_run < 1:
         raise PlanError(f"plan: --gpus {gpus} and --gpus-per-run {gpus_per_run} must be at least 1")
     configs, chosen = select(scale_cfg, targets)
@@ -242,7 +250,7 @@ def make_plan(scale_cfg: dict, targets: list[str] | None = None, times: dict[int
     rids = list(dict.fromkeys(r for rs in chosen.values() for r in rs))
     costs = {r: run_cost(r, configs[r], times) for r in rids}
     p = study.paths(scale_cfg)
-    snake = {t: (f"{p['table'].format(table=t)}.md" if t in study.TABLES else f"{p['figure'].format(fig=t)}.png")
+    snake = {t: (f"{p['table'].format(table=t)}.md" if t in rows.TABLES else f"{p['figure'].format(fig=t)}.png")
              for t in chosen}
     return Plan(scale=scale_cfg["scale"], targets=chosen, costs=costs, times=times, gpus=gpus,
                 gpus_per_run=gpus_per_run, snakemake_targets=snake)
@@ -250,7 +258,7 @@ def make_plan(scale_cfg: dict, targets: list[str] | None = None, times: dict[int
 
 def load_scale_config(name: str) -> dict:
     """``config/<name>.yaml`` merged and checked against the workflow's schema, as the Snakefile loads it."""
-    _, scale = study_modules()
+    scale = workflow_modules().scale
     cfg = scale.load_scale({"scale": name}, ROOT / "config")
     scale.check_config(cfg, ROOT / "workflow" / "schemas" / "config.schema.yaml")
     return cfg
