@@ -61,7 +61,7 @@ def _check_provenance(path: Path) -> None:
 
 
 def _check_config(path: Path) -> None:
-    from retinanet.config import read_yaml_mapping
+    from retinanet.config_parsing import read_yaml_mapping
 
     read_yaml_mapping(path, "run config", AnalysisInputError)
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import yaml
 
 from analysis.errors import AnalysisInputError
-from retinanet.config import not_utf8
+from retinanet.config_parsing import not_utf8
 
 PAPER_VALUES = Path(__file__).with_name("paper_values.yaml")
 

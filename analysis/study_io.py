@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 
 from analysis.errors import AnalysisInputError
-from retinanet.config import not_utf8
+from retinanet.config_parsing import not_utf8
 
 METRIC_COLUMNS = ("AP", "AP50", "AP75", "APs", "APm", "APl")
 """COCO AP columns of ``metrics.json`` (percent, 0-100), in the paper's order."""

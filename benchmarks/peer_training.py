@@ -27,6 +27,7 @@ import dataclasses
 import json
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -36,11 +37,12 @@ import yaml
 from benchmarks.peer import build_peer, comparable_config, peer_key
 from retinanet import atomic
 from retinanet.config import RunConfig, load, to_dict
+from retinanet.config_parsing import parse_overrides
 from retinanet.data.dataset import build_dataset, build_train_loader, check_num_classes
 from retinanet.engine import checkpoint
 from retinanet.engine.evaluate import evaluate_run
 from retinanet.engine.solver import WarmupMultiStepSchedule, build_optimizer, plan_batch
-from retinanet.engine.train import parse_overrides, seed_everything, train
+from retinanet.engine.train import seed_everything, train
 from retinanet.modeling.detector import RetinaNet, build_model
 from retinanet.rundir.folder import CONFIG, FINAL, LOG, RESULT
 
@@ -54,6 +56,26 @@ def ours_state_dict(peer_state: dict[str, torch.Tensor], ours: RetinaNet, head_c
         name = peer_key(key, head_convs)
         out[key] = value.clone() if name is None else peer_state[name].clone()
     return out
+
+
+def _peer_passes(peer: torch.nn.Module, batches: Iterator, accumulation_steps: int) -> torch.Tensor:
+    """One optimizer step's forward/backward passes of the peer, gradients accumulated: the mean classification and
+    box losses ``[2]`` (float64)."""
+    parts = torch.zeros(2, dtype=torch.float64)
+    for _ in range(accumulation_steps):
+        images, targets, _ = next(batches)
+        losses = peer(images, [{"boxes": t["boxes"], "labels": t["labels"]} for t in targets])
+        ((losses["classification"] + losses["bbox_regression"]) / accumulation_steps).backward()
+        parts += torch.stack([losses["classification"].detach(), losses["bbox_regression"].detach()]).double()
+    return parts / accumulation_steps
+
+
+def _log_line(path: Path, done: int, window: list[torch.Tensor], lr: float) -> None:
+    """Append the mean losses of the steps since the last line (``window``, each ``[2]``) to the log."""
+    mean = torch.stack(window).mean(0)
+    with open(path, "a") as f:
+        f.write(json.dumps({"iteration": done, "loss_cls": mean[0].item(), "loss_box": mean[1].item(),
+                            "loss": mean.sum().item(), "lr": lr}) + "\n")
 
 
 def train_peer(cfg: RunConfig, out: str | Path) -> dict[str, Any]:
@@ -89,13 +111,7 @@ def train_peer(cfg: RunConfig, out: str | Path) -> dict[str, Any]:
     for it in range(cfg.solver.iterations):
         lr = schedule.apply(optimizer, it)
         optimizer.zero_grad(set_to_none=True)
-        parts = torch.zeros(2, dtype=torch.float64)
-        for _ in range(plan.accumulation_steps):
-            images, targets, _ = next(batches)
-            losses = peer(images, [{"boxes": t["boxes"], "labels": t["labels"]} for t in targets])
-            ((losses["classification"] + losses["bbox_regression"]) / plan.accumulation_steps).backward()
-            parts += torch.stack([losses["classification"].detach(), losses["bbox_regression"].detach()]).double()
-        parts /= plan.accumulation_steps
+        parts = _peer_passes(peer, batches, plan.accumulation_steps)
         if not torch.isfinite(parts).all():
             status, stop_iter = "diverged", it + 1
             break
@@ -105,10 +121,7 @@ def train_peer(cfg: RunConfig, out: str | Path) -> dict[str, Any]:
         window.append(parts)
         done = it + 1
         if done % cfg.solver.log_period == 0 or done == cfg.solver.iterations:
-            mean = torch.stack(window).mean(0)
-            with open(out / LOG, "a") as f:
-                f.write(json.dumps({"iteration": done, "loss_cls": mean[0].item(), "loss_box": mean[1].item(),
-                                    "loss": mean.sum().item(), "lr": lr}) + "\n")
+            _log_line(out / LOG, done, window, lr)
             window = []
     wall_s = time.perf_counter() - t_start
     if status == "completed":

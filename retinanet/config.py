@@ -17,17 +17,13 @@ Unknown keys, wrong types and out-of-range values raise :class:`ConfigError` nam
 from __future__ import annotations
 
 import dataclasses
-import types
-import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, Union, get_args, get_origin
+from typing import Any, Literal
 
 import yaml
 
-
-class ConfigError(ValueError):
-    """A configuration value is missing, unknown, of the wrong type or out of range."""
+from retinanet.config_parsing import ConfigError, build_dataclass, read_yaml_mapping, where
 
 
 @dataclass
@@ -286,75 +282,6 @@ _RANGES: dict[str, tuple[float | None, float | None]] = {
 _CHOICES: dict[str, tuple[Any, ...]] = {"model.depth": (18, 34, 50, 101)}
 
 
-def _where(path: str, source: str | None) -> str:
-    return f"{source}: {path}" if source else path
-
-
-def _check_scalar(value: Any, tp: Any, path: str, source: str | None) -> Any:
-    """Return ``value`` converted to ``tp`` or raise ConfigError."""
-    origin = get_origin(tp)
-    if origin in (Union, types.UnionType):
-        args = get_args(tp)
-        if value is None and type(None) in args:
-            return None
-        errors = []
-        for arg in args:
-            if arg is type(None):
-                continue
-            try:
-                return _check_scalar(value, arg, path, source)
-            except ConfigError as exc:
-                errors.append(str(exc))
-        raise ConfigError(errors[-1] if errors else f"{_where(path, source)}: must not be null")
-    if origin is Literal:
-        if value not in get_args(tp):
-            choices = ", ".join(repr(a) for a in get_args(tp))
-            raise ConfigError(f"{_where(path, source)}: {value!r} is not one of {choices}")
-        return value
-    if origin is list:
-        if not isinstance(value, (list, tuple)):
-            raise ConfigError(f"{_where(path, source)}: expected a list, got {type(value).__name__} {value!r}")
-        (item_tp,) = get_args(tp)
-        return [_check_scalar(v, item_tp, f"{path}[{i}]", source) for i, v in enumerate(value)]
-    if tp is bool:
-        if not isinstance(value, bool):
-            raise ConfigError(f"{_where(path, source)}: expected true/false, got {value!r}")
-        return value
-    if tp is int:
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise ConfigError(f"{_where(path, source)}: expected an integer, got {value!r}")
-        return value
-    if tp is float:
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise ConfigError(f"{_where(path, source)}: expected a number, got {value!r}")
-        return float(value)
-    if tp is str:
-        if not isinstance(value, str):
-            raise ConfigError(f"{_where(path, source)}: expected a string, got {value!r}")
-        return value
-    raise TypeError(f"unsupported config type {tp!r} at {path}")
-
-
-def _build(cls: type, data: Any, prefix: str, source: str | None) -> Any:
-    if not isinstance(data, dict):
-        raise ConfigError(f"{_where(prefix or '<root>', source)}: expected a mapping, got {data!r}")
-    hints = typing.get_type_hints(cls)
-    names = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted(set(data) - names)
-    if unknown:
-        path = f"{prefix}.{unknown[0]}" if prefix else unknown[0]
-        raise ConfigError(f"{_where(path, source)}: unknown config key (known: {', '.join(sorted(names))})")
-    kwargs = {}
-    for name, value in data.items():
-        path = f"{prefix}.{name}" if prefix else name
-        tp = hints[name]
-        if dataclasses.is_dataclass(tp):
-            kwargs[name] = _build(tp, value, path, source)
-        else:
-            kwargs[name] = _check_scalar(value, tp, path, source)
-    return cls(**kwargs)
-
-
 def _validate(cfg: RunConfig, source: str | None) -> None:
     flat = to_dict(cfg)
     for path, (lo, hi) in _RANGES.items():
@@ -362,32 +289,32 @@ def _validate(cfg: RunConfig, source: str | None) -> None:
         if value is None:
             continue
         if (lo is not None and value < lo) or (hi is not None and value > hi):
-            raise ConfigError(f"{_where(path, source)}: {value!r} is outside [{lo}, {hi}]")
+            raise ConfigError(f"{where(path, source)}: {value!r} is outside [{lo}, {hi}]")
     for path, choices in _CHOICES.items():
         if _get(flat, path) not in choices:
-            raise ConfigError(f"{_where(path, source)}: {_get(flat, path)!r} is not one of {choices}")
+            raise ConfigError(f"{where(path, source)}: {_get(flat, path)!r} is not one of {choices}")
     if cfg.matcher.bg_iou > cfg.matcher.fg_iou:
-        raise ConfigError(f"{_where('matcher.bg_iou', source)}: must not exceed matcher.fg_iou")
+        raise ConfigError(f"{where('matcher.bg_iou', source)}: must not exceed matcher.fg_iou")
     if len(cfg.anchors.sizes) != 5:
-        raise ConfigError(f"{_where('anchors.sizes', source)}: need one size per level P3-P7 (5), got "
+        raise ConfigError(f"{where('anchors.sizes', source)}: need one size per level P3-P7 (5), got "
                           f"{len(cfg.anchors.sizes)}")
     if not cfg.anchors.aspect_ratios:
-        raise ConfigError(f"{_where('anchors.aspect_ratios', source)}: must not be empty")
+        raise ConfigError(f"{where('anchors.aspect_ratios', source)}: must not be empty")
     if any(s <= 0 for s in cfg.anchors.sizes + cfg.anchors.aspect_ratios):
-        raise ConfigError(f"{_where('anchors', source)}: sizes and aspect ratios must be positive")
+        raise ConfigError(f"{where('anchors', source)}: sizes and aspect ratios must be positive")
     if cfg.model.pretrained == "none" and cfg.model.norm == "frozen_bn":
-        raise ConfigError(f"{_where('model.norm', source)}: frozen_bn with model.pretrained none freezes the "
+        raise ConfigError(f"{where('model.norm', source)}: frozen_bn with model.pretrained none freezes the "
                           "statistics of a random init (no normalization at all); use bn or gn")
     if cfg.model.pretrained == "none" and cfg.model.freeze_at > 0:
-        raise ConfigError(f"{_where('model.freeze_at', source)}: {cfg.model.freeze_at} with model.pretrained none "
+        raise ConfigError(f"{where('model.freeze_at', source)}: {cfg.model.freeze_at} with model.pretrained none "
                           "freezes randomly initialized layers; use 0")
     _validate_input(cfg, source)
     if cfg.loss.cls == "focal_star" and cfg.loss.gamma <= 0:
-        raise ConfigError(f"{_where('loss.gamma', source)}: FL* needs gamma > 0 (eq. 8 divides by gamma)")
+        raise ConfigError(f"{where('loss.gamma', source)}: FL* needs gamma > 0 (eq. 8 divides by gamma)")
     if sorted(cfg.solver.steps) != cfg.solver.steps or any(not 0 < s <= 1 for s in cfg.solver.steps):
-        raise ConfigError(f"{_where('solver.steps', source)}: must be increasing fractions in (0, 1]")
+        raise ConfigError(f"{where('solver.steps', source)}: must be increasing fractions in (0, 1]")
     if cfg.solver.batch_size % cfg.solver.images_per_process and cfg.solver.batch_policy == "accumulate":
-        raise ConfigError(f"{_where('solver.batch_size', source)}: {cfg.solver.batch_size} is not a multiple of "
+        raise ConfigError(f"{where('solver.batch_size', source)}: {cfg.solver.batch_size} is not a multiple of "
                           f"solver.images_per_process={cfg.solver.images_per_process}")
 
 
@@ -396,21 +323,21 @@ def _validate_input(cfg: RunConfig, source: str | None) -> None:
     style, data = cfg.model.backbone_style, cfg.data
     want = BACKBONE_INPUT[style]
     if data.input_format != want["input_format"]:
-        raise ConfigError(f"{_where('data.input_format', source)}: {data.input_format!r}, but model.backbone_style "
+        raise ConfigError(f"{where('data.input_format', source)}: {data.input_format!r}, but model.backbone_style "
                           f"{style} takes {want['input_format']!r} input (its data fields: {want})")
     if style == "caffe2" and cfg.model.pretrained == "imagenet":
-        raise ConfigError(f"{_where('model.pretrained', source)}: 'imagenet' loads torchvision's ResNet, not the "
+        raise ConfigError(f"{where('model.pretrained', source)}: 'imagenet' loads torchvision's ResNet, not the "
                           "caffe2 style; give Detectron's MSRA weights converted by python -m retinanet "
                           "convert-weights")
     for name in ("pixel_mean", "pixel_std"):
         if len(getattr(data, name)) != 3:
-            raise ConfigError(f"{_where(f'data.{name}', source)}: need 3 values (one per channel), got "
+            raise ConfigError(f"{where(f'data.{name}', source)}: need 3 values (one per channel), got "
                               f"{getattr(data, name)}")
     if any(s <= 0 for s in data.pixel_std):
-        raise ConfigError(f"{_where('data.pixel_std', source)}: must be positive, got {data.pixel_std}")
+        raise ConfigError(f"{where('data.pixel_std', source)}: must be positive, got {data.pixel_std}")
     top = 255.0 if data.input_format == "bgr255" else 1.0
     if not all(0 <= m <= top for m in data.pixel_mean) or (top > 1 and max(data.pixel_mean) <= 1):
-        raise ConfigError(f"{_where('data.pixel_mean', source)}: {data.pixel_mean} is not a mean of "
+        raise ConfigError(f"{where('data.pixel_mean', source)}: {data.pixel_mean} is not a mean of "
                           f"data.input_format {data.input_format} pixels (range [0, {top:g}]); model.backbone_style "
                           f"{style} takes {want}")
 
@@ -424,7 +351,7 @@ def _get(flat: dict, path: str) -> Any:
 
 def from_dict(data: dict, source: str | None = None) -> RunConfig:
     """Build and validate a :class:`RunConfig` from a (possibly partial) nested mapping."""
-    cfg = _build(RunConfig, data or {}, "", source)
+    cfg = build_dataclass(RunConfig, data or {}, "", source)
     _validate(cfg, source)
     return cfg
 
@@ -443,38 +370,6 @@ def merge(base: dict, override: dict) -> dict:
         else:
             out[key] = value
     return out
-
-
-def not_utf8(exc: UnicodeDecodeError) -> str:
-    """Where a file failed to decode, for a message after its path: ``not UTF-8 (byte 0xe9 on line 2, offset 24)``."""
-    data = exc.object
-    line = data.count(b"\n", 0, exc.start) + 1 if isinstance(data, bytes) else "?"
-    byte = f"0x{data[exc.start]:02x}" if isinstance(data, bytes) else repr(data[exc.start])
-    return f"not UTF-8 (byte {byte} on line {line}, offset {exc.start})"
-
-
-def read_yaml_mapping(path: Path, what: str, error: type[ValueError] = ConfigError, hint: str = "") -> dict:
-    """The top-level mapping of a user's YAML file (``what``: ``config file``, ``scale config``...).
-
-    Raises ``error`` naming the file when it cannot be read, is not UTF-8 (with the byte offset), is not valid
-    YAML, is empty (nothing, only comments, or ``null``: an empty run config would otherwise silently be the full
-    paper configuration) or whose top level is not a mapping. ``hint`` ends the message of an empty file.
-    """
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise error(f"{path}: cannot read {what} ({exc.strerror})") from None
-    except UnicodeDecodeError as exc:
-        raise error(f"{path}: {what} is {not_utf8(exc)}") from None
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        raise error(f"{path}: invalid YAML: {exc}") from None
-    if data is None:
-        raise error(f"{path}: empty {what} (no settings, only comments or null){hint}")
-    if not isinstance(data, dict):
-        raise error(f"{path}: <root>: expected a mapping of fields, got {type(data).__name__} {data!r:.60}")
-    return data
 
 
 def load(path: str | Path, overrides: dict | None = None) -> RunConfig:

@@ -11,7 +11,7 @@ from tiny_coco import tiny_config, write_coco
 
 from retinanet.__main__ import main
 from retinanet.config import ConfigError, dump, to_dict
-from retinanet.engine.train import parse_overrides
+from retinanet.config_parsing import parse_overrides
 
 
 def _error(capsys, argv: list[str]) -> str:

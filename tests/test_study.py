@@ -17,7 +17,7 @@ import pytest
 import yaml
 
 from retinanet.config import ConfigError, RunConfig, from_dict, merge, to_dict
-from retinanet.engine.train import parse_overrides
+from retinanet.config_parsing import parse_overrides
 from retinanet.rundir.identity import value
 from workflow.rows import fmt
 from workflow.scale import StudyError, load_scale, undeclared_overrides

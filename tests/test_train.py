@@ -19,9 +19,10 @@ from tiny_coco import tiny_config, write_coco
 from retinanet.config import dump, load, to_dict
 from retinanet.engine import checkpoint
 from retinanet.engine.evaluate import evaluate_run, load_run
+from retinanet.engine.log_window import LOG_KEYS
 from retinanet.engine.precision import set_tf32, tf32_state
 from retinanet.engine.solver import WarmupMultiStepSchedule, plan_batch
-from retinanet.engine.train import LOG_KEYS, train
+from retinanet.engine.train import train
 
 REPO = Path(__file__).resolve().parent.parent
 

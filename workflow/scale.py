@@ -11,7 +11,8 @@ from pathlib import Path
 
 import yaml
 
-from retinanet.config import ConfigError, RunConfig, merge, read_yaml_mapping, to_dict
+from retinanet.config import ConfigError, RunConfig, merge, to_dict
+from retinanet.config_parsing import read_yaml_mapping
 from retinanet.rundir.identity import OPERATIONAL_FIELDS
 
 

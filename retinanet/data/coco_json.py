@@ -19,7 +19,7 @@ from typing import Any
 
 from pycocotools.coco import COCO
 
-from retinanet.config import not_utf8
+from retinanet.config_parsing import not_utf8
 
 
 class DataError(ValueError):

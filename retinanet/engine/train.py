@@ -5,7 +5,7 @@ RUNDIR after a run::
     config.resolved.yaml   the full RunConfig
     provenance.json        git commit, packages, host, device (with the TF32 switches and, on CUDA, cuDNN
                            autotuning), batch plan, precision, data report
-    log.jsonl              one JSON object per logging step (see LOG_KEYS)
+    log.jsonl              one JSON object per logging step (retinanet.engine.log_window.LOG_KEYS)
     checkpoints/last.pt    periodic training state (model, optimizer, schedule, fp16 loss scale, iteration, RNG
                            states), kept only while the run is unfinished (deleted once a completed run has its
                            model_final.pt)
@@ -66,19 +66,16 @@ from tqdm import tqdm
 
 from retinanet import atomic
 from retinanet.config import ConfigError, RunConfig, load, to_dict
+from retinanet.config_parsing import parse_overrides
 from retinanet.data.dataset import build_dataset, build_train_loader, check_num_classes, check_train_images
 from retinanet.engine import checkpoint, distributed, preemption
+from retinanet.engine.log_window import LogWindow
 from retinanet.engine.precision import autocast, grad_scaler, set_cudnn_benchmark, set_tf32
 from retinanet.engine.solver import BatchPlan, WarmupMultiStepSchedule, build_optimizer, plan_batch
 from retinanet.modeling.detector import build_model
 from retinanet.rundir import attempts, identity, lock, provenance, record
 from retinanet.rundir.folder import CONFIG, FINAL, LAST, LOG, PROVENANCE, RESULT, prepare, truncate_log
 from retinanet.rundir.snapshots import snapshot_iterations, snapshot_path
-
-LOG_KEYS = ("iteration", "loss_cls", "loss_box", "loss", "lr", "num_fg", "s_per_iter", "images_per_s")
-"""Each log line: ``iteration`` (completed steps), the losses and ``num_fg`` (foreground anchors per image) as means
-over the steps since the previous line and over the effective batch, ``lr`` of the last step, ``s_per_iter`` (mean
-wall time per step) and ``images_per_s`` (effective batch / s_per_iter)."""
 
 STATE_KEYS = ("model", "optimizer", "schedule", "iteration", "rng", "config", "wall_s")
 
@@ -346,30 +343,6 @@ class Trainer:
         return result
 
 
-class LogWindow:
-    """The steps since the last log line: each step's summed losses and fg count, and when the window began."""
-
-    def __init__(self, plan: BatchPlan, world_size: int) -> None:
-        self.plan, self.passes = plan, plan.accumulation_steps * world_size
-        self.sums: list[torch.Tensor] = []
-        self.started = time.perf_counter()
-
-    def add(self, sums: torch.Tensor) -> None:
-        self.sums.append(sums[:3].cpu())
-
-    def line(self, done: int, lr: float) -> dict[str, Any]:
-        """The log line after step ``done`` (:data:`LOG_KEYS`); the next window starts now."""
-        now = time.perf_counter()
-        mean = torch.stack(self.sums).mean(0)
-        s_per_iter = (now - self.started) / len(self.sums)
-        passes, batch = self.passes, self.plan.effective_batch
-        line = {"iteration": done, "loss_cls": mean[0].item() / passes, "loss_box": mean[1].item() / passes,
-                "loss": (mean[0].item() + mean[1].item()) / passes, "lr": lr, "num_fg": mean[2].item() / batch,
-                "s_per_iter": s_per_iter, "images_per_s": batch / s_per_iter}
-        self.sums, self.started = [], now
-        return line
-
-
 def to_device(images: torch.Tensor, targets: list[dict[str, torch.Tensor]], device: torch.device, *,
               channels_last: bool = False) -> tuple[torch.Tensor, list[dict[str, torch.Tensor]]]:
     """A batch (images ``[N, 3, H, W]``, per image ``boxes [M, 4]`` and ``labels [M]``) on ``device``. The copies
@@ -394,24 +367,6 @@ def _save_state(path: Path, model: torch.nn.Module, optimizer: torch.optim.Optim
 
 # --------------------------------------------------------------------------------------------------------------
 # CLI
-
-
-def parse_overrides(items: list[str]) -> dict:
-    """``["solver.iterations=10", "loss.alpha=null"]`` -> nested dict (values parsed as YAML scalars)."""
-    out: dict = {}
-    for item in items:
-        key, sep, value = item.partition("=")
-        if not sep or not key:
-            raise ConfigError(f"--set {item!r}: expected key=value (e.g. solver.iterations=100)")
-        node = out
-        parts = key.split(".")
-        for part in parts[:-1]:
-            node = node.setdefault(part, {})
-        try:
-            node[parts[-1]] = yaml.safe_load(value)
-        except yaml.YAMLError:
-            raise ConfigError(f"--set {item!r}: value is not valid YAML") from None
-    return out
 
 
 def add_command(subparsers: argparse._SubParsersAction) -> None:

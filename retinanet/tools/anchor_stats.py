@@ -191,7 +191,7 @@ def add_command(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _main(args: argparse.Namespace) -> int:
-    from retinanet.engine.train import parse_overrides
+    from retinanet.config_parsing import parse_overrides
 
     overrides = parse_overrides(args.overrides)
     if args.config:
