@@ -39,7 +39,7 @@ from analysis.variance import variance_section
 from analysis.verdict import RULE_TEXT
 
 FIGURE_CAPTIONS = {
-    "fig1": "Figure 1: CE and FL against p_t for γ ∈ {0, .5, 1, 2, 5} (analytic, from retinanet.losses).",
+    "fig1": "Figure 1: CE and FL against p_t for γ ∈ {0, .5, 1, 2, 5} (analytic, from retinanet.modeling.losses).",
     "fig2": "Figure 2: AP against inference time: our Table 1e runs (left) and the paper's (right, Nvidia M40).",
     "fig4": "Figure 4: CDFs of the normalized loss of positive and negative samples of our converged model.",
     "fig5": "Figure 5: CE, FL and FL* against x_t (analytic).",
