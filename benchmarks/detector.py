@@ -149,6 +149,20 @@ def train_steps(ours: RetinaNet, peer: nn.Module, cfg: RunConfig, images: Tensor
             make(ours, lambda o: o["loss_cls"] + o["loss_box"], build_optimizer(ours, cfg.solver)))
 
 
+def frozen_forward(ours: RetinaNet, images: Tensor, freeze_at: int):
+    """``call``: the forward of the backbone's ``freeze_at`` frozen stages alone (1: the stem; 2: stem and res2),
+    without autograd, as a training step runs them (no gradient reaches them). It bounds what a cache of their
+    outputs could save per step; a cache would hold ``[N, 64, H/4, W/4]`` per image and flip, and scale jitter
+    (Table 2) would defeat it."""
+    ours.train()
+
+    def call() -> list[Tensor]:
+        with torch.no_grad():
+            return ours.backbone.bottom_up(images, stages=freeze_at - 1)
+
+    return call
+
+
 def infer_calls(ours: RetinaNet, peer: nn.Module, image: Tensor, *, bf16: bool = False,
                 ours_format: torch.memory_format = torch.contiguous_format,
                 peer_format: torch.memory_format = torch.contiguous_format):

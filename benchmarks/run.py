@@ -129,7 +129,21 @@ def bench_train(reps: dict, log) -> list[Row]:
         log(f"  matching + losses + their backward {s.name}: {t.summary()}")
         rows.append(_timed_row("  of which: anchors, matching, losses, their backward", f"{s.name}, batch {s.batch}",
                                t, None))
+        if s.norm == "frozen_bn" and s.freeze_at > 0:
+            rows.append(_frozen_share_row(s, ours, o, images, max(3, n), log))
     return rows
+
+
+def _frozen_share_row(s: detector.Setting, ours, step, images, repeats: int, log) -> Row:
+    """The frozen stages' forward (peer column) against our whole training step (ours): the ratio is their share
+    of the step, the most that caching their outputs (identical math) could save."""
+    t = harness.interleaved(detector.frozen_forward(ours, images, s.freeze_at), step, warmup=1, repeats=repeats)
+    log(f"  frozen stages' forward against the step {s.name}: {t.summary()}")
+    frozen = " + ".join(("stem", "res2", "res3", "res4", "res5")[:s.freeze_at])
+    return _row(f"  of which: the frozen {frozen} forward", f"{s.name}, batch {s.batch}; peer column: that "
+                "forward, ours: the whole step; ratio = its share of the step (what caching it could save)",
+                harness.ms(t.peer), harness.ms(t.ours), f"{t.ratio:.2f}", f"{t.min_ratio:.2f}",
+                f"{min(t.pair_ratios):.2f}-{max(t.pair_ratios):.2f} (n={len(t.peer)})", "-", "-")
 
 
 def bench_infer(reps: dict, log) -> list[Row]:

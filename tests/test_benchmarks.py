@@ -96,6 +96,21 @@ def test_loss_part_calls_run_both(pair) -> None:
     run_ours()
 
 
+def test_frozen_forward_is_what_the_step_computes_without_gradient() -> None:
+    """The caching row's premise: in a training step the frozen stem + res2 output carries no gradient (a cache
+    of it is exact), res3 does; frozen_forward gives that output, and its share of a step lies in (0, 1). (Its
+    own pair: the step changes the weights.)"""
+    ours, peer, cfg = detector.build_pair(TINY)
+    images, targets = detector.make_batch(TINY)
+    ours.train()
+    c2, c3 = ours.backbone.bottom_up(images, stages=2)
+    assert TINY.freeze_at == 2 and not c2.requires_grad and c3.requires_grad
+    torch.testing.assert_close(detector.frozen_forward(ours, images, TINY.freeze_at)()[0], c2, rtol=0, atol=0)
+    _, step = detector.train_steps(ours, peer, cfg, images, targets)
+    row = run._frozen_share_row(TINY, ours, step, images, 1, lambda _: None)
+    assert row.benchmark == "  of which: the frozen stem + res2 forward" and 0 < float(row.ratio) < 1
+
+
 def test_focal_values_equal() -> None:
     v = focal.compare_values(2000, 80)
     assert v["loss_rel_diff"] < 1e-5

@@ -166,13 +166,22 @@ class ResNetFPN(nn.Module):
             for p in stage.parameters():
                 p.requires_grad_(False)
 
-    def forward(self, images: Tensor) -> list[Tensor]:
+    def bottom_up(self, images: Tensor, stages: int = 4) -> list[Tensor]:
+        """ResNet's pathway ``[N, 3, H, W]`` -> ``[c2, c3, c4, c5][:stages]`` (stride 4 ... 32; ``stages`` 0 gives
+        the stem's output alone, ``[N, 64, H/4, W/4]``)."""
         b = self.body
         x = b.maxpool(torch.relu_(conv_bn(b.conv1, b.bn1, images)))
-        c2 = _stage(b.layer1, x)
-        c3 = _stage(b.layer2, c2)
-        c4 = _stage(b.layer3, c3)
-        c5 = _stage(b.layer4, c4)
+        if stages == 0:
+            return [x]
+        out = []
+        for stage in (b.layer1, b.layer2, b.layer3, b.layer4)[:stages]:
+            x = _stage(stage, x)
+            out.append(x)
+        return out
+
+    def forward(self, images: Tensor) -> list[Tensor]:
+        """P3-P7 (section 4, "Feature Pyramid Network Backbone") from c3-c5 of :meth:`bottom_up`."""
+        _, c3, c4, c5 = self.bottom_up(images)
         return list(self.fpn({"c3": c3, "c4": c4, "c5": c5}).values())
 
 
