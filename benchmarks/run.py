@@ -120,17 +120,16 @@ def bench_train(reps: dict, log) -> list[Row]:
                          (detector.r50_setting(512, 2), 1.0, reps["train_r50"])):
         ours, peer, cfg = detector.build_pair(s)
         images, targets = detector.make_batch(s)
-        p, o = detector.train_steps(ours, peer, cfg, images, targets)
-        t = harness.interleaved(p, o, warmup=1, repeats=n)
+        peer_step, our_step = detector.train_steps(ours, peer, cfg, images, targets)
+        t = harness.interleaved(peer_step, our_step, warmup=1, repeats=n)
         log(f"train step {s.name}, batch {s.batch}: {t.summary()}")
         rows.append(_timed_row("train step throughput", f"{s.name}, batch {s.batch}", t, target, batch=s.batch))
-        p, o = detector.loss_calls(ours, peer, images, targets)
-        t = harness.interleaved(p, o, warmup=1, repeats=max(3, n))
+        t = harness.interleaved(*detector.loss_calls(ours, peer, images, targets), warmup=1, repeats=max(3, n))
         log(f"  matching + losses + their backward {s.name}: {t.summary()}")
         rows.append(_timed_row("  of which: anchors, matching, losses, their backward", f"{s.name}, batch {s.batch}",
                                t, None))
         if s.norm == "frozen_bn" and s.freeze_at > 0:
-            rows.append(_frozen_share_row(s, ours, o, images, max(3, n), log))
+            rows.append(_frozen_share_row(s, ours, our_step, images, max(3, n), log))
     return rows
 
 

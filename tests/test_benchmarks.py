@@ -96,19 +96,26 @@ def test_loss_part_calls_run_both(pair) -> None:
     run_ours()
 
 
-def test_frozen_forward_is_what_the_step_computes_without_gradient() -> None:
+def test_frozen_forward_is_what_the_step_computes_without_gradient(monkeypatch) -> None:
     """The caching row's premise: in a training step the frozen stem + res2 output carries no gradient (a cache
-    of it is exact), res3 does; frozen_forward gives that output, and its share of a step lies in (0, 1). (Its
-    own pair: the step changes the weights.)"""
-    ours, peer, cfg = detector.build_pair(TINY)
-    images, targets = detector.make_batch(TINY)
+    of it is exact), res3 does; frozen_forward gives that output; in bench_train's table its share of the whole
+    step (not of another part) lies in (0, 1). (Its own pair: the steps change the weights.)"""
+    ours, _, _ = detector.build_pair(TINY)
+    images, _ = detector.make_batch(TINY)
     ours.train()
     c2, c3 = ours.backbone.bottom_up(images, stages=2)
     assert TINY.freeze_at == 2 and not c2.requires_grad and c3.requires_grad
     torch.testing.assert_close(detector.frozen_forward(ours, images, TINY.freeze_at)()[0], c2, rtol=0, atol=0)
-    _, step = detector.train_steps(ours, peer, cfg, images, targets)
-    row = run._frozen_share_row(TINY, ours, step, images, 1, lambda _: None)
-    assert row.benchmark == "  of which: the frozen stem + res2 forward" and 0 < float(row.ratio) < 1
+    monkeypatch.setattr(detector, "mini_setting", lambda: TINY)
+    monkeypatch.setattr(detector, "r50_setting", lambda *_: TINY)
+    timed, interleaved = [], harness.interleaved
+    monkeypatch.setattr(harness, "interleaved", lambda peer, ours, **kw: timed.append(ours) or interleaved(
+        peer, ours, **kw))
+    rows = run.bench_train(run.QUICK, lambda _: None)
+    names = [r.benchmark for r in rows]
+    assert names[:3] == ["train step throughput", "  of which: anchors, matching, losses, their backward",
+                         "  of which: the frozen stem + res2 forward"]
+    assert timed[2] is timed[0] and 0 < float(rows[2].ratio) < 1  # the same step closure: a share of the step
 
 
 def test_focal_values_equal() -> None:
