@@ -28,8 +28,6 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script: make `analysis` importable
-
 from analysis.errors import AnalysisInputError
 from analysis.study_io import Study, load_loss_samples, load_study, read_json, read_log, read_metrics, read_timing
 

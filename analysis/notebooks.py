@@ -21,8 +21,6 @@ import os
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script: make `analysis` importable
-
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOKS = (ROOT / "analysis" / "explore.ipynb", ROOT / "analysis" / "training_curves.ipynb")
 CELL_TIMEOUT_S = 600

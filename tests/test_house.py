@@ -50,3 +50,11 @@ def test_no_module_is_much_longer_than_400_lines():
     long = [f"{p.relative_to(ROOT)} ({n} lines)" for p in _modules()
             if (n := len(p.read_text().splitlines())) > MAX_MODULE_LINES]
     assert not long, f"split these by concept: {long}"
+
+
+def test_no_module_puts_the_checkout_on_sys_path():
+    """The rules run analysis modules with ``python -m`` and ``retinanet`` is installed, so none of them needs to put
+    the checkout on ``sys.path``. One exception: the plan tool reaches the checkout's ``workflow`` package, which is
+    not installed (retinanet/tools/plan.py, ``workflow_modules``)."""
+    touching = {str(p.relative_to(ROOT)) for p in _modules() if "sys.path.insert" in p.read_text()}
+    assert touching == {"retinanet/tools/plan.py"}
