@@ -12,7 +12,9 @@ ImageNet weights, without a download.
 
 from __future__ import annotations
 
+import atexit
 import dataclasses
+import shutil
 import tempfile
 import time
 from collections.abc import Callable
@@ -39,8 +41,10 @@ ASPECT = 4 / 3
 def random_backbone_file(depth: int, style: str = "torchvision") -> str:
     """A torchvision ResNet-``depth`` state_dict with random weights (seed 0), in a temporary folder of this
     process: a stand-in for ImageNet weights, declared of backbone ``style`` (the backbone checks a declared style
-    against ``model.backbone_style``; the paper scale's is ``caffe2``)."""
+    against ``model.backbone_style``; the paper scale's is ``caffe2``). The folder is removed when the process exits:
+    each file is 45-100 MB, and a test suite's processes left gigabytes behind."""
     folder = Path(tempfile.mkdtemp(prefix="retinanet-probe-"))
+    atexit.register(shutil.rmtree, folder, ignore_errors=True)
     torch.manual_seed(0)
     path = folder / f"resnet{depth}-{style}-random.pth"
     torch.save({"model": torchvision.models.get_model(f"resnet{depth}").state_dict(), STYLE_KEY: style}, path)
