@@ -11,6 +11,7 @@ from __future__ import annotations
 import atexit
 import shutil
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
@@ -29,6 +30,10 @@ from retinanet.modeling.detector import RetinaNet, build_model
 ROOT = Path(__file__).resolve().parent.parent
 
 Targets = list[dict[str, Tensor]]
+Step = Callable[[], None]
+"""A timed call with no result: one training step, or one loss computation and its backward."""
+Call = Callable[[], list]
+"""A timed inference call: one batch through a detector, its detections returned."""
 
 
 @dataclass
@@ -123,11 +128,11 @@ def dense_scores(ours: RetinaNet, peer: nn.Module, logit_bias: float = -2.0) -> 
 
 
 def train_steps(ours: RetinaNet, peer: nn.Module, cfg: RunConfig, images: Tensor, targets: Targets,
-                *, bf16: bool = False, channels_last: bool = False):
+                *, bf16: bool = False, channels_last: bool = False) -> tuple[Step, Step]:
     """``(peer_step, ours_step)`` closures, each one SGD step on the batch."""
     lr = cfg.solver.base_lr * images.shape[0] / cfg.solver.reference_batch
 
-    def make(model: nn.Module, loss_of, opt: torch.optim.Optimizer) -> object:
+    def make(model: nn.Module, loss_of: Callable[[dict[str, Tensor]], Tensor], opt: torch.optim.Optimizer) -> Step:
         for group in opt.param_groups:
             group["lr"] = lr
         x = images.contiguous(memory_format=torch.channels_last) if channels_last else images
@@ -149,7 +154,7 @@ def train_steps(ours: RetinaNet, peer: nn.Module, cfg: RunConfig, images: Tensor
             make(ours, lambda o: o["loss_cls"] + o["loss_box"], build_optimizer(ours, cfg.solver)))
 
 
-def frozen_forward(ours: RetinaNet, images: Tensor, freeze_at: int):
+def frozen_forward(ours: RetinaNet, images: Tensor, freeze_at: int) -> Callable[[], list[Tensor]]:
     """``call``: the forward of the backbone's ``freeze_at`` frozen stages alone (1: the stem; 2: stem and res2),
     without autograd, as a training step runs them (no gradient reaches them). It bounds what a cache of their
     outputs could save per step; a cache would hold ``[N, 64, H/4, W/4]`` per image and flip, and scale jitter
@@ -165,7 +170,7 @@ def frozen_forward(ours: RetinaNet, images: Tensor, freeze_at: int):
 
 def infer_calls(ours: RetinaNet, peer: nn.Module, image: Tensor, *, bf16: bool = False,
                 ours_format: torch.memory_format = torch.contiguous_format,
-                peer_format: torch.memory_format = torch.contiguous_format):
+                peer_format: torch.memory_format = torch.contiguous_format) -> tuple[Call, Call]:
     """``(peer_call, ours_call)`` closures, each one batch-1 inference with post-processing; each model and its
     copy of ``image [1, 3, H, W]`` are put in its layout (``ours_format``: :func:`inference_memory_format`'s)."""
     sizes = [tuple(image.shape[-2:])] * image.shape[0]
@@ -184,7 +189,7 @@ def infer_calls(ours: RetinaNet, peer: nn.Module, image: Tensor, *, bf16: bool =
     return run_peer, run_ours
 
 
-def loss_calls(ours: RetinaNet, peer: nn.Module, images: Tensor, targets: Targets):
+def loss_calls(ours: RetinaNet, peer: nn.Module, images: Tensor, targets: Targets) -> tuple[Step, Step]:
     """``(peer_call, ours_call)``: the detector-specific part of a training step alone, on fixed head outputs:
     anchors, matching, classification and box targets, both losses, and their backward to the head outputs
     (everything but the shared network)."""
