@@ -8,16 +8,11 @@ torchvision's eval forward, post-processing included.
 
 from __future__ import annotations
 
-import atexit
-import shutil
-import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
-from functools import cache
 from pathlib import Path
 
 import torch
-import torchvision
 import yaml
 from torch import Tensor, nn
 from torchvision.models.detection.image_list import ImageList
@@ -26,6 +21,7 @@ from benchmarks.peer import build_peer, comparable_config
 from retinanet.config import ModelConfig, RunConfig, from_dict
 from retinanet.engine.solver import build_optimizer
 from retinanet.modeling.detector import RetinaNet, build_model
+from retinanet.tools.probe import random_backbone_file
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -48,7 +44,8 @@ class Setting:
     image_size: int
     batch: int
     norm: str = "frozen_bn"
-    """``frozen_bn`` + ``freeze_at`` 2 model the paper's frozen pretrained backbone (weights: :func:`_weights_file`)."""
+    """``frozen_bn`` + ``freeze_at`` 2 model the paper's frozen pretrained backbone (weights: random, seed 0,
+    :func:`retinanet.tools.probe.random_backbone_file`)."""
     freeze_at: int = 2
 
 
@@ -72,21 +69,9 @@ def r50_setting(image_size: int = 512, batch: int = 2) -> Setting:
                    num_classes=80, image_size=image_size, batch=batch)
 
 
-@cache
-def _weights_file(depth: int) -> str:
-    """A torchvision ResNet state_dict (random weights, seed 0) standing in for ImageNet weights, so a frozen
-    backbone is set up exactly as with pretrained weights; removed at exit."""
-    folder = tempfile.mkdtemp(prefix="retinanet-bench-")
-    atexit.register(shutil.rmtree, folder, ignore_errors=True)
-    torch.manual_seed(0)
-    path = Path(folder) / f"resnet{depth}.pth"
-    torch.save(torchvision.models.get_model(f"resnet{depth}").state_dict(), path)
-    return str(path)
-
-
 def run_config(s: Setting) -> RunConfig:
     """Our run config for a setting (the peer-comparable loss choices of :mod:`benchmarks.peer`)."""
-    pretrained = _weights_file(s.depth) if s.norm == "frozen_bn" else "none"
+    pretrained = random_backbone_file(s.depth) if s.norm == "frozen_bn" else "none"
     cfg = from_dict({"model": {"depth": s.depth, "fpn_channels": s.fpn_channels, "head_convs": s.head_convs,
                                "num_classes": s.num_classes, "pretrained": pretrained, "norm": s.norm,
                                "freeze_at": s.freeze_at},
