@@ -72,6 +72,13 @@ class RateResult:
         return self.ap["fl"].mean - self.ap[self.best_ce].mean
 
     @property
+    def ratio(self) -> float:
+        """AP(FL) / AP(best CE), means over seeds; nan where the best CE arm's AP is not above 0. Free of the fall of
+        every arm's AP with the rate, which shrinks :attr:`delta` by itself."""
+        best = self.ap[self.best_ce].mean
+        return self.ap["fl"].mean / best if best > 0 else math.nan
+
+    @property
     def delta_se(self) -> float:
         """Standard error of :attr:`delta`: sqrt(s_FL^2 / n_FL + s_CE^2 / n_CE); NaN with one seed."""
         fl, ce = self.ap["fl"], self.ap[self.best_ce]
@@ -122,6 +129,10 @@ def load_results(regime_path: str | Path) -> list[RateResult]:
             raise AnalysisInputError(f"{regime_path}: rate {entry.get('tag', '?')!r}: malformed entry ({exc!r})") \
                 from None
     return sorted(out, key=lambda r: -r.measured.value)
+
+
+def _ratio(x: float) -> str:
+    return f"{x:.2f}" if math.isfinite(x) else "-"
 
 
 def _signed(x: float, se: float) -> str:
@@ -241,8 +252,8 @@ _WORDS = {Outcome.GREATER: "FL ahead", Outcome.LESS: "CE ahead", Outcome.EQUAL: 
 
 def reading(results: list[RateResult]) -> str:
     """What the table says, in one paragraph computed from it: per rate FL - best CE and its outcome by the
-    report's verdict rule, the trend from the mildest to the most extreme rate, and where the difference crosses
-    zero."""
+    report's verdict rule, the trend from the mildest to the most extreme rate, where the difference crosses
+    zero, and per rate AP(FL) / AP(best CE)."""
     parts = [f"{_signed(r.delta, r.delta_se)} AP at {r.measured.format()} ({_WORDS[outcome(r).outcome]})"
              for r in results]
     mild, extreme = results[0], results[-1]
@@ -254,7 +265,9 @@ def reading(results: list[RateResult]) -> str:
     return (f"AP(FL) - AP(best CE) (± its standard error; outcome by the report's verdict rule): {'; '.join(parts)}. "
             f"From the mildest to the most extreme rate the difference {trend} by "
             f"{abs(extreme.delta - mild.delta):.1f} AP in FL's {'favour' if trend == 'grows' else 'disfavour'}. "
-            f"{where}. The paper's thesis predicts it to grow in FL's favour as the rate falls towards COCO's.")
+            f"{where}. The paper's thesis predicts it to grow in FL's favour as the rate falls towards COCO's. "
+            f"AP(FL) / AP(best CE), mildest first: {', '.join(_ratio(r.ratio) for r in results)}: a difference also "
+            f"shrinks when every arm's AP falls, the ratio rises only where FL gains on CE.")
 
 
 def section(results: list[RateResult], coco: Rate, table_md: str, figures: dict[str, str]) -> str:

@@ -62,6 +62,7 @@ def test_results_pick_the_best_ce_and_the_difference_with_its_standard_error(tmp
     assert mild.delta == pytest.approx(31.0 - 42.0)
     assert mild.delta_se == pytest.approx(math.sqrt(1.0 / 3 + 0.25 / 3))
     assert middle.delta == pytest.approx(0.0) and extreme.delta == pytest.approx(16.0 - 11.0)
+    assert mild.ratio == pytest.approx(31.0 / 42.0) and extreme.ratio == pytest.approx(16.0 / 11.0)
     assert extreme.curves["fl"][250].values == (7.5, 8.0, 8.5) and extreme.curves["fl"][500].mean == 16.0
     assert middle.curves == {"fl": {}, "ce": {}, "ce-prior": {}}
 
@@ -106,6 +107,7 @@ def test_figures_and_the_report_section(tmp_path):
     assert "-11.0 ± 0.6 AP at 9.2e-04 (CE ahead)" in text and "+5.0 ± 0.8 AP at 3.3e-05 (FL ahead)" in text
     assert "+0.0 ± 1.0 AP at 1.0e-04 (equal within seed noise)" in text
     assert "grows by 16.0 AP in FL's favour" in text and "It crosses zero near 1.0e-04" in text
+    assert "AP(FL) / AP(best CE), mildest first: 0.74, 1.00, 1.45:" in text  # 31/42, 21/21, 16/11
 
 
 def test_the_crossing_is_interpolated_in_log_rate(tmp_path):
