@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import dataclasses
 import io
 import json
 import math
@@ -12,6 +13,7 @@ import pytest
 
 from analysis import regime
 from analysis.errors import AnalysisInputError
+from analysis.seeds import seed_values
 
 # rate tag -> (measured rate, K, {arm: AP per seed}); the mildest and the most extreme have curves
 FAKE = {
@@ -63,6 +65,8 @@ def test_results_pick_the_best_ce_and_the_difference_with_its_standard_error(tmp
     assert mild.delta_se == pytest.approx(math.sqrt(1.0 / 3 + 0.25 / 3))
     assert middle.delta == pytest.approx(0.0) and extreme.delta == pytest.approx(16.0 - 11.0)
     assert mild.ratio == pytest.approx(31.0 / 42.0) and extreme.ratio == pytest.approx(16.0 / 11.0)
+    zero = seed_values({"0": {"AP": 0.0}, "1": {"AP": 0.0}}, "AP")  # every CE arm at 0 AP: no ratio
+    assert math.isnan(dataclasses.replace(mild, ap={**mild.ap, "ce": zero, "ce-prior": zero}).ratio)
     assert extreme.curves["fl"][250].values == (7.5, 8.0, 8.5) and extreme.curves["fl"][500].mean == 16.0
     assert middle.curves == {"fl": {}, "ce": {}, "ce-prior": {}}
 
